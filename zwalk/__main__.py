@@ -1,0 +1,3 @@
+from zwalk.cli import main
+
+main()

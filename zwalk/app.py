@@ -1,0 +1,85 @@
+# What every command shares: the resolved configuration, the consoles, and running a node.
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import AsyncIterator, Coroutine
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from rich.console import Console
+
+from zwalk.config import Config
+from zwalk.node import Node
+
+T = TypeVar("T")
+
+
+@dataclass(slots=True)
+class App:
+    cfg: Config
+    verbose: int = 0
+    out: Console = field(default_factory=lambda: Console(soft_wrap=True))  # data
+    err: Console = field(default_factory=lambda: Console(stderr=True, soft_wrap=True))  # messages
+
+    def info(self, text: str) -> None:
+        self.err.print(text, highlight=False)
+
+    def warn(self, text: str) -> None:
+        self.err.print(f"[yellow]warning:[/] {text}", highlight=False)
+
+    def error(self, text: str) -> None:
+        self.err.print(f"[bold red]error:[/] {text}", highlight=False)
+
+
+def setup_logging(verbose: int) -> None:
+    level = logging.WARNING if verbose <= 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(
+        level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+@contextlib.asynccontextmanager
+async def running(node: Node) -> AsyncIterator[Node]:
+    """Run a node for the duration of the block; bind errors are raised here."""
+    ready: asyncio.Future[Node] = asyncio.get_running_loop().create_future()
+    async with asyncio.TaskGroup() as tg:
+        task = tg.create_task(node.run(ready))
+        await ready
+        try:
+            yield node
+        finally:
+            task.cancel()
+
+
+def first_error(e: BaseException) -> BaseException:
+    """The first real error inside (nested) exception groups."""
+    while isinstance(e, BaseExceptionGroup):
+        inner = [x for x in e.exceptions if not isinstance(x, asyncio.CancelledError)]
+        e = (inner or list(e.exceptions))[0]
+    return e
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    try:
+        return asyncio.run(coro)
+    except BaseExceptionGroup as eg:
+        raise first_error(eg) from None
+
+
+async def until_signalled() -> None:
+    """Wait for SIGINT or SIGTERM (Ctrl-C on Windows arrives as KeyboardInterrupt instead)."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(sig)

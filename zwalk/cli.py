@@ -1,0 +1,122 @@
+# The `zwalk` command: global options, configuration, and the mapping of errors to exit codes.
+#
+# Global options are accepted before the command name and after it (`zwalk --peer X find f` and
+# `zwalk find f --peer X`); repeatable ones add up, single ones given after the command win.
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from zwalk import config as config_mod
+from zwalk.app import App, setup_logging
+from zwalk.config import ConfigError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+EXIT_OK, EXIT_NOT_FOUND, EXIT_USAGE, EXIT_DOWNLOAD_FAILED = 0, 1, 2, 3
+_KEY = "zwalk.globals"
+
+
+def _store(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+    g = ctx.find_root().meta.setdefault(_KEY, {"interface": [], "peer": [], "verbose": 0})
+    name = param.name or ""
+    if name in ("interface", "peer"):
+        g[name].extend(value)
+    elif name == "verbose":
+        g[name] += value
+    elif value is not None:
+        g[name] = value
+
+
+def global_options(f: F) -> F:
+    opts = [
+        click.option(
+            "--config",
+            "config",
+            type=click.Path(dir_okay=False, path_type=Path),
+            expose_value=False,
+            callback=_store,
+            help="INI file to read (default: the user config folder's config.ini).",
+        ),
+        click.option(
+            "--data-dir",
+            type=click.Path(file_okay=False, path_type=Path),
+            expose_value=False,
+            callback=_store,
+            help="Where the node keeps its keys and index cache.",
+        ),
+        click.option(
+            "--interface",
+            multiple=True,
+            expose_value=False,
+            callback=_store,
+            help="IPv4 address or interface name to use (repeatable).",
+        ),
+        click.option(
+            "--peer",
+            multiple=True,
+            expose_value=False,
+            callback=_store,
+            metavar="HOST:PORT",
+            help="A peer to talk to directly (repeatable).",
+        ),
+        click.option(
+            "-v",
+            "--verbose",
+            count=True,
+            expose_value=False,
+            callback=_store,
+            help="More log output on stderr (-vv for debug).",
+        ),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+def make_app(ctx: click.Context, **overrides: Any) -> App:
+    """Defaults, then the config file, then global flags, then the command's own flags."""
+    g = ctx.find_root().meta.get(_KEY, {"interface": [], "peer": [], "verbose": 0})
+    setup_logging(g["verbose"])
+    explicit = g.get("config")
+    cfg = config_mod.load(explicit or config_mod.default_config_path(), required=bool(explicit))
+    peers = tuple(config_mod.parse_endpoint(x) for x in g["peer"])
+    cfg = cfg.with_overrides(
+        data_dir=g.get("data_dir"),
+        interfaces=tuple(config_mod.check_interface(x) for x in g["interface"]) or None,
+        peers=(cfg.peers + peers) if peers else None,
+        **overrides,
+    )
+    config_mod.validate(cfg)
+    return App(cfg=cfg, verbose=g["verbose"])
+
+
+class ZwalkGroup(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ConfigError as e:
+            click.echo(f"error: {e}", err=True)
+            ctx.exit(EXIT_USAGE)
+
+
+@click.group(cls=ZwalkGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="zwalk")
+@global_options
+def cli() -> None:
+    """Find and fetch files that live somewhere on your LAN."""
+
+
+def main() -> None:
+    sys.exit(cli.main(standalone_mode=True))
+
+
+# Commands import this module for global_options and make_app, so they are attached last.
+from zwalk.commands import demo, find, serve  # noqa: E402
+
+for _cmd in (serve.serve, find.find, demo.demo):
+    cli.add_command(_cmd)

@@ -1,0 +1,59 @@
+# `zwalk serve`: share folders and answer peers until SIGINT/SIGTERM.
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from zwalk import identity
+from zwalk.app import App, run, running, until_signalled
+from zwalk.cli import global_options, make_app
+from zwalk.node import Node
+from zwalk.protocol import MAX_TEXT_BYTES
+
+
+@click.command()
+@click.argument("dirs", nargs=-1, type=click.Path(exists=True, path_type=Path))
+@click.option("--port", type=click.IntRange(0, 65535), help="Port to listen on (0: any free port).")
+@click.option("--name", help="Name shown to peers (default: host name).")
+@click.option(
+    "--downloads",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Download folder, never shared (default: ./downloaded).",
+)
+@global_options
+@click.pass_context
+def serve(
+    ctx: click.Context,
+    dirs: tuple[Path, ...],
+    port: int | None,
+    name: str | None,
+    downloads: Path | None,
+) -> None:
+    """Share DIRS (default: the current folder) and answer peers until Ctrl-C."""
+    if name is not None and not 0 < len(name.encode()) <= MAX_TEXT_BYTES:
+        raise click.BadParameter("must be 1 to 1024 bytes", param_hint="--name")
+    app = make_app(ctx, port=port, name=name, downloads=downloads)
+    shares = list(dirs) or list(app.cfg.shares) or [Path.cwd()]
+    try:
+        run(_serve(app, shares))
+    except OSError as e:
+        app.error(str(e))
+        ctx.exit(1)
+    except KeyboardInterrupt:  # Windows has no SIGINT handler in asyncio
+        app.info("stopped")
+
+
+async def _serve(app: App, shares: list[Path]) -> None:
+    cfg = app.cfg
+    ident = identity.load_or_create(cfg.data_dir)
+    node = Node(cfg, ident, shares=shares, state_dir=cfg.data_dir)
+    async with running(node):
+        eps = ", ".join(e.zmq for e in node.endpoints)
+        app.info(
+            f"[bold]{node.name}[/] ({ident.short}) sharing {len(node.index)} files, "
+            f"{node.index.total_bytes:,} bytes, from {', '.join(str(s) for s in shares)}"
+        )
+        app.info(f"listening on {eps}; Ctrl-C to leave")
+        await until_signalled()
+    app.info("left cleanly")

@@ -1,0 +1,187 @@
+# Settings: built-in defaults, then an INI file, then command-line flags, each overriding the last.
+# config.example.ini documents every key read here; keep the two in step.
+from __future__ import annotations
+
+import configparser
+import ipaddress
+import socket
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+
+from zwalk import protocol as p
+
+DEFAULT_PORT = 47474
+APP = "zwalk"
+
+
+class ConfigError(Exception):
+    """Bad configuration or usage; the CLI reports it and exits with status 2."""
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def zmq(self) -> str:
+        return f"tcp://{self.host}:{self.port}"
+
+
+def parse_endpoint(text: str) -> Endpoint:
+    text = text.strip()
+    host, sep, port_s = text.rpartition(":")
+    if not sep or not host or not port_s.isdigit() or not 0 < int(port_s) < 65536:
+        raise ConfigError(f"not a HOST:PORT peer address: {text!r}")
+    return Endpoint(host.strip("[]"), int(port_s))
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    data_dir: Path = field(default_factory=lambda: platformdirs.user_data_path(APP))
+    name: str = field(default_factory=lambda: socket.gethostname() or "zwalk")
+    port: int = DEFAULT_PORT
+    interfaces: tuple[str, ...] = ()
+    peers: tuple[Endpoint, ...] = ()
+    shares: tuple[Path, ...] = ()
+    chunk_size: int = 1024 * 1024
+    rescan_interval: float = 30.0
+    downloads: Path = Path("downloaded")
+    find_timeout: float = 10.0
+    reply_timeout: float = 2.0
+    window: int = 8
+    chunk_timeout: float = 10.0
+
+    def with_overrides(self, **changes: Any) -> Config:
+        """Flags win over the file; None means the flag was not given."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    @property
+    def index_cache(self) -> Path:
+        return self.data_dir / "index-cache.cbor"
+
+
+def default_config_path() -> Path:
+    return platformdirs.user_config_path(APP) / "config.ini"
+
+
+def _positive(section: str, key: str, value: float, minimum: float = 0.0) -> None:
+    if not value > minimum:
+        raise ConfigError(f"[{section}] {key} must be greater than {minimum:g}, got {value:g}")
+
+
+def check_interface(value: str) -> str:
+    """An IPv4 address or an interface name; names are resolved when the node binds."""
+    value = value.strip()
+    if not value:
+        raise ConfigError("empty interface")
+    try:
+        ipaddress.IPv4Address(value)
+    except ValueError:
+        if any(c in value for c in ":/ "):
+            raise ConfigError(f"not an IPv4 address or interface name: {value!r}") from None
+    return value
+
+
+def load(path: Path | None, *, required: bool = False) -> Config:
+    """Read an INI file over the defaults. A missing file is fine unless it was asked for."""
+    cfg = Config()
+    if path is None:
+        return cfg
+    if not path.exists():
+        if required:
+            raise ConfigError(f"config file not found: {path}")
+        return cfg
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        parser.read(path, encoding="utf-8")
+    except (configparser.Error, UnicodeDecodeError, OSError) as e:
+        raise ConfigError(f"cannot read config file {path}: {e}") from None
+    known = {
+        "node": {"name", "port", "data_dir", "interfaces"},
+        "share": {"paths", "chunk_size", "rescan_interval", "downloads"},
+        "peers": {"static"},
+        "find": {"timeout", "reply_timeout"},
+        "transfer": {"window", "chunk_timeout"},
+    }
+    for section in parser.sections():
+        if section not in known:
+            raise ConfigError(f"{path}: unknown section [{section}]")
+        for key in parser[section]:
+            if key not in known[section]:
+                raise ConfigError(f"{path}: unknown key {key!r} in [{section}]")
+    try:
+        return _apply(parser, cfg, path)
+    except ValueError as e:
+        raise ConfigError(f"{path}: {e}") from None
+
+
+def _list(value: str) -> list[str]:
+    return [x.strip() for x in value.replace("\n", ",").split(",") if x.strip()]
+
+
+def _apply(parser: configparser.ConfigParser, cfg: Config, path: Path) -> Config:
+    base = path.parent
+    ch: dict[str, Any] = {}
+    if parser.has_section("node"):
+        s = parser["node"]
+        if "name" in s:
+            ch["name"] = s["name"].strip()
+        if "port" in s:
+            ch["port"] = s.getint("port")
+        if "data_dir" in s and s["data_dir"].strip():
+            ch["data_dir"] = base / Path(s["data_dir"].strip()).expanduser()
+        if "interfaces" in s:
+            ch["interfaces"] = tuple(check_interface(x) for x in _list(s["interfaces"]))
+    if parser.has_section("share"):
+        s = parser["share"]
+        if "paths" in s:
+            ch["shares"] = tuple(base / Path(x).expanduser() for x in _list(s["paths"]))
+        if "chunk_size" in s:
+            ch["chunk_size"] = s.getint("chunk_size")
+        if "rescan_interval" in s:
+            ch["rescan_interval"] = s.getfloat("rescan_interval")
+        if "downloads" in s:
+            ch["downloads"] = Path(s["downloads"].strip()).expanduser()
+    if parser.has_section("peers") and "static" in parser["peers"]:
+        ch["peers"] = tuple(parse_endpoint(x) for x in _list(parser["peers"]["static"]))
+    if parser.has_section("find"):
+        s = parser["find"]
+        if "timeout" in s:
+            ch["find_timeout"] = s.getfloat("timeout")
+        if "reply_timeout" in s:
+            ch["reply_timeout"] = s.getfloat("reply_timeout")
+    if parser.has_section("transfer"):
+        s = parser["transfer"]
+        if "window" in s:
+            ch["window"] = s.getint("window")
+        if "chunk_timeout" in s:
+            ch["chunk_timeout"] = s.getfloat("chunk_timeout")
+    out = replace(cfg, **ch)
+    validate(out)
+    return out
+
+
+def validate(cfg: Config) -> None:
+    if not 0 <= cfg.port < 65536:
+        raise ConfigError(f"port must be 0..65535, got {cfg.port}")
+    cs = cfg.chunk_size
+    if not p.MIN_CHUNK_SIZE <= cs <= p.MAX_CHUNK_SIZE or cs & (cs - 1):
+        raise ConfigError(
+            f"chunk_size must be a power of two between {p.MIN_CHUNK_SIZE} and "
+            f"{p.MAX_CHUNK_SIZE}, got {cs}"
+        )
+    if not cfg.name or len(cfg.name.encode()) > p.MAX_TEXT_BYTES:
+        raise ConfigError("name must be 1 to 1024 bytes")
+    _positive("find", "timeout", cfg.find_timeout)
+    _positive("find", "reply_timeout", cfg.reply_timeout)
+    _positive("transfer", "chunk_timeout", cfg.chunk_timeout)
+    _positive("share", "rescan_interval", cfg.rescan_interval)
+    if not 1 <= cfg.window <= 256:
+        raise ConfigError(f"[transfer] window must be 1..256, got {cfg.window}")

@@ -1,0 +1,482 @@
+# The wire protocol: message types, their CBOR encoding and the validation of every field.
+#
+# Sans-IO: this module never touches a socket. `encode` turns a message into ZeroMQ frames,
+# `decode` turns frames from a peer into a message or raises ProtocolError -- and nothing else,
+# whatever the bytes. Every bound a peer could abuse is a named constant below; docs/PROTOCOL.md
+# states the same rules and must change together with this file.
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar
+
+import cbor2
+
+PROTOCOL_VERSION = 1
+
+ID_BYTES = 16  # node ids and query ids
+HASH_BYTES = 32  # BLAKE3 digest
+MAX_HEADER = 8 * 1024 * 1024  # one CBOR header frame
+MAX_PAYLOAD = 16 * 1024 * 1024  # one raw chunk-data frame
+MAX_FRAME = max(MAX_HEADER, MAX_PAYLOAD)  # what ZMQ_MAXMSGSIZE is set to
+MIN_CHUNK_SIZE = 16 * 1024
+MAX_CHUNK_SIZE = 16 * 1024 * 1024
+MAX_CHUNKS = 131_072  # chunk hashes in one file-info: 4 MiB of hashes
+MAX_FILE_SIZE = MAX_CHUNKS * MAX_CHUNK_SIZE  # 2 TiB
+MAX_REQ_ID = 2**63 - 1
+MAX_NAME_BYTES = 255
+MAX_PATH_BYTES = 4096
+MAX_PATTERN_BYTES = 1024
+MAX_TEXT_BYTES = 1024  # display names, error reasons
+MAX_HITS = 1000  # hits in one reply
+MAX_COUNT = 1_000_000_000  # file counts and the like
+
+
+class ProtocolError(Exception):
+    """Anything malformed, out of bounds or unsupported. `code` is what goes back to the peer."""
+
+    def __init__(self, reason: str, code: ErrorCode | None = None, req: int | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.code = code or ErrorCode.BAD_REQUEST
+        self.req = req  # the request id, when it could be read, so an error reply can name it
+
+
+class ErrorCode(enum.StrEnum):
+    BAD_REQUEST = "bad-request"
+    UNSUPPORTED_VERSION = "unsupported-version"
+    NOT_FOUND = "not-found"
+    TOO_LARGE = "too-large"
+    BUSY = "busy"
+    INTERNAL = "internal"
+
+
+class QueryKind(enum.StrEnum):
+    NAME = "name"
+    GLOB = "glob"
+    CID = "cid"
+
+
+# --- field checks -------------------------------------------------------------------------
+# Each check takes the decoded value and returns it (possibly converted) or raises ProtocolError.
+Check = Callable[[Any], Any]
+
+
+def _fail(what: str) -> ProtocolError:
+    return ProtocolError(what)
+
+
+def uint(maximum: int, minimum: int = 0) -> Check:
+    def check(v: Any) -> int:
+        # bool is an int subclass in Python but a distinct CBOR type: refuse it.
+        if type(v) is not int or not minimum <= v <= maximum:
+            raise _fail(f"expected an integer in [{minimum}, {maximum}]")
+        return v
+
+    return check
+
+
+def boolean(v: Any) -> bool:
+    if type(v) is not bool:
+        raise _fail("expected a boolean")
+    return v
+
+
+def text(max_bytes: int, min_chars: int = 0) -> Check:
+    def check(v: Any) -> str:
+        if type(v) is not str:
+            raise _fail("expected a text string")
+        if len(v.encode("utf-8", "surrogatepass")) > max_bytes or len(v) < min_chars:
+            raise _fail(f"text length outside [{min_chars}, {max_bytes} bytes]")
+        return v
+
+    return check
+
+
+def blob(exact: int | None = None, max_len: int | None = None) -> Check:
+    def check(v: Any) -> bytes:
+        if type(v) is not bytes:
+            raise _fail("expected a byte string")
+        if exact is not None and len(v) != exact:
+            raise _fail(f"expected {exact} bytes, got {len(v)}")
+        if max_len is not None and len(v) > max_len:
+            raise _fail(f"byte string longer than {max_len}")
+        return v
+
+    return check
+
+
+def choice(enum_type: type[enum.StrEnum]) -> Check:
+    def check(v: Any) -> enum.StrEnum:
+        if isinstance(v, enum_type):
+            return v
+        if type(v) is not str:
+            raise _fail("expected a text string")
+        try:
+            return enum_type(v)
+        except ValueError:
+            raise _fail(f"unknown value {v[:40]!r}") from None
+
+    return check
+
+
+def _bad_name_char(c: str) -> bool:
+    return c in "/\\\x7f" or ord(c) < 0x20
+
+
+def file_name(v: Any) -> str:
+    """A bare file name that is safe to create inside a download folder on any platform."""
+    v = text(MAX_NAME_BYTES, min_chars=1)(v)
+    if v in (".", "..") or any(_bad_name_char(c) for c in v):
+        raise _fail("file name must be a single path component without control characters")
+    return v
+
+
+def rel_path(v: Any) -> str:
+    """A relative POSIX path, informational only: it is shown, never used to write."""
+    v = text(MAX_PATH_BYTES, min_chars=1)(v)
+    if v.startswith("/") or "\\" in v or any(ord(c) < 0x20 for c in v):
+        raise _fail("path must be relative, '/'-separated, without control characters")
+    if any(part in ("", ".", "..") for part in v.split("/")):
+        raise _fail("path must not contain empty, '.' or '..' components")
+    return v
+
+
+# --- messages -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Message:
+    """Base of every message. `req` pairs a reply with its request (0 is a valid id)."""
+
+    TYPE: ClassVar[str] = ""
+    SCHEMA: ClassVar[dict[str, Check]] = {}
+
+    req: int
+
+    def __post_init__(self) -> None:
+        # Locally built messages obey the same rules as received ones.
+        uint(MAX_REQ_ID)(self.req)
+        for name, check in self.SCHEMA.items():
+            check(getattr(self, name))
+        self.validate()
+
+    def validate(self) -> None:
+        """Cross-field rules, beyond each field's own check."""
+
+    def to_wire(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"v": PROTOCOL_VERSION, "t": self.TYPE, "req": self.req}
+        for name in self.SCHEMA:
+            body[name] = _to_wire_value(getattr(self, name))
+        return body
+
+
+def _to_wire_value(v: Any) -> Any:
+    if isinstance(v, Hit):
+        return {name: _to_wire_value(getattr(v, name)) for name in Hit.SCHEMA}
+    if isinstance(v, list | tuple):
+        return [_to_wire_value(x) for x in v]
+    if isinstance(v, enum.StrEnum):
+        return str(v)
+    return v
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Hit:
+    """One shared file that matches a query, as the holder describes it."""
+
+    SCHEMA: ClassVar[dict[str, Check]] = {
+        "name": file_name,
+        "path": rel_path,
+        "size": uint(MAX_FILE_SIZE),
+        "cid": blob(exact=HASH_BYTES),
+    }
+    name: str
+    path: str
+    size: int
+    cid: bytes
+
+    def __post_init__(self) -> None:
+        for name, check in self.SCHEMA.items():
+            check(getattr(self, name))
+
+    @classmethod
+    def from_wire(cls, v: Any) -> Hit:
+        if type(v) is not dict:
+            raise _fail("hit must be a map")
+        return cls(**_checked_fields(cls.SCHEMA, v))
+
+
+def hit_list(v: Any) -> tuple[Hit, ...]:
+    if type(v) not in (list, tuple):
+        raise _fail("expected an array of hits")
+    if len(v) > MAX_HITS:
+        raise _fail(f"more than {MAX_HITS} hits")
+    return tuple(x if isinstance(x, Hit) else Hit.from_wire(x) for x in v)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Hello(Message):
+    """First message to a peer: who we are."""
+
+    TYPE = "hello"
+    SCHEMA = {"node": blob(exact=ID_BYTES), "name": text(MAX_TEXT_BYTES)}
+    node: bytes
+    name: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HelloOk(Message):
+    TYPE = "hello-ok"
+    SCHEMA = {
+        "node": blob(exact=ID_BYTES),
+        "name": text(MAX_TEXT_BYTES),
+        "files": uint(MAX_COUNT),
+    }
+    node: bytes
+    name: str
+    files: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Search(Message):
+    """Ask a peer whether it holds files matching a query."""
+
+    TYPE = "search"
+    SCHEMA = {
+        "qid": blob(exact=ID_BYTES),
+        "kind": choice(QueryKind),
+        "pattern": text(MAX_PATTERN_BYTES, min_chars=1),
+        "icase": boolean,
+        "limit": uint(MAX_HITS, minimum=1),
+    }
+    qid: bytes
+    kind: QueryKind
+    pattern: str
+    icase: bool = False
+    limit: int = 100
+
+    def validate(self) -> None:
+        if self.kind is QueryKind.CID and not _is_cid_text(self.pattern):
+            raise _fail("a cid query's pattern must be 'b3:' and 64 lowercase hex digits")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Hits(Message):
+    """Reply to search: the matching files (possibly none)."""
+
+    TYPE = "hits"
+    SCHEMA = {"qid": blob(exact=ID_BYTES), "hits": hit_list}
+    qid: bytes
+    hits: tuple[Hit, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GetInfo(Message):
+    """Ask for a file's size, chunk size and chunk hashes."""
+
+    TYPE = "get-info"
+    SCHEMA = {"cid": blob(exact=HASH_BYTES)}
+    cid: bytes
+
+
+def chunk_count(size: int, chunk_size: int) -> int:
+    return math.ceil(size / chunk_size)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FileInfo(Message):
+    """Reply to get-info. `hashes` is the concatenation of each chunk's 32-byte BLAKE3."""
+
+    TYPE = "file-info"
+    SCHEMA = {
+        "cid": blob(exact=HASH_BYTES),
+        "size": uint(MAX_FILE_SIZE),
+        "chunk_size": uint(MAX_CHUNK_SIZE, minimum=MIN_CHUNK_SIZE),
+        "hashes": blob(max_len=MAX_CHUNKS * HASH_BYTES),
+    }
+    cid: bytes
+    size: int
+    chunk_size: int
+    hashes: bytes
+
+    def validate(self) -> None:
+        n = chunk_count(self.size, self.chunk_size)
+        if n > MAX_CHUNKS:
+            raise _fail(f"file would have {n} chunks, more than {MAX_CHUNKS}")
+        if len(self.hashes) != n * HASH_BYTES:
+            raise _fail(f"expected {n} chunk hashes for this size and chunk size")
+
+    def chunk_hash(self, index: int) -> bytes:
+        return self.hashes[index * HASH_BYTES : (index + 1) * HASH_BYTES]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GetChunks(Message):
+    """Ask for `count` consecutive chunks starting at `index`; they come back in one frame."""
+
+    TYPE = "get-chunks"
+    SCHEMA = {
+        "cid": blob(exact=HASH_BYTES),
+        "index": uint(MAX_CHUNKS - 1),
+        "count": uint(MAX_PAYLOAD // MIN_CHUNK_SIZE, minimum=1),
+    }
+    cid: bytes
+    index: int
+    count: int = 1
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Chunks(Message):
+    """Reply to get-chunks. The data travels as a second, raw frame, never inside CBOR."""
+
+    TYPE = "chunks"
+    SCHEMA = {
+        "cid": blob(exact=HASH_BYTES),
+        "index": uint(MAX_CHUNKS - 1),
+        "count": uint(MAX_PAYLOAD // MIN_CHUNK_SIZE, minimum=1),
+    }
+    cid: bytes
+    index: int
+    count: int
+    # Not part of the CBOR header; bytes, or a zero-copy buffer from the socket or an mmap.
+    payload: bytes | memoryview = field(default=b"", repr=False, compare=False)
+
+    def validate(self) -> None:
+        if len(self.payload) > MAX_PAYLOAD:
+            raise ProtocolError("chunk payload too large", ErrorCode.TOO_LARGE)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Error(Message):
+    """Reply to any request that could not be served."""
+
+    TYPE = "error"
+    SCHEMA = {"code": choice(ErrorCode), "reason": text(MAX_TEXT_BYTES)}
+    code: ErrorCode
+    reason: str
+
+
+MESSAGE_TYPES: dict[str, type[Message]] = {
+    m.TYPE: m for m in (Hello, HelloOk, Search, Hits, GetInfo, FileInfo, GetChunks, Chunks, Error)
+}
+REQUESTS = (Hello, Search, GetInfo, GetChunks)
+
+
+# --- encoding -------------------------------------------------------------------------------
+
+
+def encode(msg: Message) -> list[bytes | memoryview]:
+    """The frames to send for `msg`: a CBOR header, plus the raw payload for chunk data."""
+    header = cbor2.dumps(msg.to_wire())
+    if len(header) > MAX_HEADER:
+        raise ProtocolError("message header too large", ErrorCode.TOO_LARGE)
+    if isinstance(msg, Chunks):
+        return [header, msg.payload]
+    return [header]
+
+
+def _reject_tag(decoder: object, tag: object) -> Any:
+    raise ProtocolError("CBOR tags are not part of this protocol")
+
+
+def decode(frames: Sequence[bytes | memoryview]) -> Message:
+    """Parse the frames of one message from a peer. Raises only ProtocolError."""
+    if not 1 <= len(frames) <= 2:
+        raise ProtocolError(f"expected 1 or 2 frames, got {len(frames)}")
+    header = frames[0]
+    if len(header) > MAX_HEADER:
+        raise ProtocolError("message header too large", ErrorCode.TOO_LARGE)
+    try:
+        body = cbor2.loads(
+            bytes(header),
+            tag_hook=_reject_tag,
+            max_depth=8,
+            allow_indefinite=False,
+            allow_duplicate_keys=False,
+        )
+    except ProtocolError:
+        raise
+    except Exception as e:  # cbor2 raises several types on malformed input; all mean the same
+        raise ProtocolError(f"malformed CBOR: {e}") from None
+    if type(body) is not dict:
+        raise ProtocolError("message must be a CBOR map")
+    req = body.get("req")
+    req = req if type(req) is int and 0 <= req <= MAX_REQ_ID else None
+    try:
+        return _decode_body(body, frames)
+    except ProtocolError as e:
+        e.req = req
+        raise
+    except Exception as e:  # a bug in a check must still not escape as anything else
+        raise ProtocolError(f"invalid message: {e}", req=req) from None
+
+
+def _decode_body(body: dict[Any, Any], frames: Sequence[bytes | memoryview]) -> Message:
+    version = body.get("v")
+    if type(version) is not int:
+        raise ProtocolError("missing protocol version")
+    if version != PROTOCOL_VERSION:
+        raise ProtocolError(
+            f"protocol version {version} is not supported (this node speaks {PROTOCOL_VERSION})",
+            ErrorCode.UNSUPPORTED_VERSION,
+        )
+    mtype = body.get("t")
+    cls = MESSAGE_TYPES.get(mtype) if type(mtype) is str else None
+    if cls is None:
+        raise ProtocolError(f"unknown message type {str(mtype)[:40]!r}")
+    rest = {k: v for k, v in body.items() if k not in ("v", "t")}
+    schema = {"req": uint(MAX_REQ_ID), **cls.SCHEMA}
+    values = _checked_fields(schema, rest)
+    if cls is Chunks:
+        if len(frames) != 2:
+            raise ProtocolError("chunks must carry a payload frame")
+        values["payload"] = frames[1]
+    elif len(frames) != 1:
+        raise ProtocolError(f"{cls.TYPE} takes no payload frame")
+    return cls(**values)
+
+
+def _checked_fields(schema: dict[str, Check], body: dict[Any, Any]) -> dict[str, Any]:
+    # Unknown keys are ignored (room for additive changes); missing ones are errors.
+    out: dict[str, Any] = {}
+    for name, check in schema.items():
+        if name not in body:
+            raise ProtocolError(f"missing field {name!r}")
+        try:
+            out[name] = check(body[name])
+        except ProtocolError as e:
+            raise ProtocolError(f"field {name!r}: {e.reason}", e.code) from None
+    return out
+
+
+# --- content ids ----------------------------------------------------------------------------
+
+CID_PREFIX = "b3:"
+
+
+def _is_cid_text(s: str) -> bool:
+    hexpart = s[len(CID_PREFIX) :]
+    return (
+        s.startswith(CID_PREFIX)
+        and len(hexpart) == 2 * HASH_BYTES
+        and all(c in "0123456789abcdef" for c in hexpart)
+    )
+
+
+def cid_to_text(cid: bytes) -> str:
+    return CID_PREFIX + cid.hex()
+
+
+def cid_from_text(s: str) -> bytes:
+    s = s.strip().lower()
+    if not _is_cid_text(s):
+        raise ValueError(f"not a content id (want b3: and 64 hex digits): {s[:80]!r}")
+    return bytes.fromhex(s[len(CID_PREFIX) :])
+
+
+def message_fields(msg: Message) -> dict[str, Any]:
+    """The message's fields by name (for logs and tests)."""
+    return {f.name: getattr(msg, f.name) for f in fields(msg)}
