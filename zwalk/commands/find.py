@@ -20,7 +20,6 @@ from rich.progress import (
     TimeRemainingColumn,
     TransferSpeedColumn,
 )
-from rich.table import Table
 
 from zwalk import identity
 from zwalk import protocol as p
@@ -138,7 +137,7 @@ async def _find(
             report["downloads"].append(
                 {
                     "name": f.name,
-                    "path": str(result.path),
+                    "path": str(result.path.absolute()),
                     "cid": p.cid_to_text(result.cid),
                     "bytes": result.size,
                     "sources": result.sources,
@@ -249,15 +248,22 @@ def _render(app: App, r: dict[str, Any], trace: bool) -> None:
             f"{walk['peers_known']} peers in {walk['elapsed_ms']:.0f} ms)"
         )
         return
-    table = Table(box=None, header_style="bold")
-    table.add_column("name", overflow="fold")
-    table.add_column("size", justify="right", no_wrap=True)
-    table.add_column("content id", no_wrap=True, min_width=len(p.CID_PREFIX) + 2 * p.HASH_BYTES)
-    table.add_column("holders", overflow="fold")
-    for h in r["hits"]:
-        holders = ", ".join(x["name"] or x["endpoint"] for x in h["holders"])
-        table.add_row(h["name"], _human_size(h["size"]), h["cid"], holders)
-    app.out.print(table)
+    # Plain aligned columns, never truncated: content ids must survive copy-paste and pipes.
+    rows = [
+        (
+            h["name"],
+            _human_size(h["size"]),
+            h["cid"],
+            ", ".join(x["name"] or x["endpoint"] for x in h["holders"]),
+        )
+        for h in r["hits"]
+    ]
+    wn = max(len(x[0]) for x in rows)
+    ws = max(len(x[1]) for x in rows)
+    for name, size, cid, holders in rows:
+        app.out.print(
+            f"{name:<{wn}}  {size:>{ws}}  {cid}  {holders}", highlight=False, markup=False
+        )
     for d in r["downloads"]:
         rate = d["bytes"] / d["seconds"] / 1e6 if d["seconds"] > 0 else 0.0
         verb = "already had" if d["already_present"] else "saved"

@@ -1,0 +1,55 @@
+# Test-wide setup. Network safety first: when the suite runs as root on Linux it moves itself into
+# a private network namespace before anything opens a socket, so that no test can reach a real
+# interface; only a fresh loopback exists there. Without root, every node is bound to 127.0.0.1 by
+# the tests themselves.
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from procs import ServeProcess, start_serve
+
+CLONE_NEWNET = 0x40000000
+
+
+def _isolate_network() -> str:
+    if sys.platform != "linux" or os.geteuid() != 0:
+        return "not isolated (not root on Linux): nodes are bound to 127.0.0.1"
+    if os.environ.get("ZWALK_TEST_NETNS") == str(os.getpid()):
+        return "isolated"
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    if libc.unshare(CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise RuntimeError(f"cannot enter a private network namespace: {os.strerror(err)}")
+    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+    os.environ["ZWALK_TEST_NETNS"] = str(os.getpid())
+    return "isolated in a private network namespace"
+
+
+NETWORK = _isolate_network()
+
+
+def pytest_report_header() -> str:
+    return f"zwalk network: {NETWORK}"
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[Callable[..., ServeProcess]]:
+    started: list[ServeProcess] = []
+
+    def factory(name: str, files: dict[str, bytes], *extra: str) -> ServeProcess:
+        node = start_serve(tmp_path, name, files, *extra)
+        started.append(node)
+        return node
+
+    try:
+        yield factory
+    finally:
+        for node in started:
+            node.stop()

@@ -1,0 +1,82 @@
+# Real zwalk processes on 127.0.0.1, for end-to-end tests.
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+LOOPBACK = "127.0.0.1"
+
+
+def zwalk_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "zwalk", *args]
+
+
+@dataclass
+class ServeProcess:
+    proc: subprocess.Popen[bytes]
+    data_dir: Path
+    share: Path
+    endpoint: str
+    node: str
+    log: Path
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+
+
+def start_serve(base: Path, name: str, files: dict[str, bytes], *extra: str) -> ServeProcess:
+    """Start `zwalk serve` on 127.0.0.1, any free port, and wait until it is listening."""
+    share, data = base / name / "share", base / name / "data"
+    share.mkdir(parents=True)
+    for rel, content in files.items():
+        (share / rel).parent.mkdir(parents=True, exist_ok=True)
+        (share / rel).write_bytes(content)
+    log = base / name / "serve.log"
+    proc = subprocess.Popen(
+        zwalk_cmd(
+            "serve",
+            str(share),
+            "--name",
+            name,
+            "--port",
+            "0",
+            "--interface",
+            LOOPBACK,
+            "--data-dir",
+            str(data),
+            "--downloads",
+            str(base / name / "downloaded"),
+            *extra,
+        ),
+        stdout=subprocess.DEVNULL,
+        stderr=log.open("wb"),
+        cwd=base,
+    )
+    state = data / "node.json"
+    deadline = time.monotonic() + 30
+    while not state.exists():
+        if proc.poll() is not None:
+            raise RuntimeError(f"serve exited with {proc.returncode}: {log.read_text()}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError(f"serve did not start: {log.read_text()}")
+        time.sleep(0.02)
+    st = json.loads(state.read_text())
+    return ServeProcess(proc, data, share, st["endpoints"][0], st["node"], log)
+
+
+def run_zwalk(*args: str, cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        zwalk_cmd(*args), cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False
+    )

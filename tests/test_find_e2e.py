@@ -1,0 +1,265 @@
+# End to end over real sockets on 127.0.0.1: `zwalk serve` processes and `zwalk find`.
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+import blake3
+from procs import LOOPBACK, ServeProcess, run_zwalk, zwalk_cmd
+
+from zwalk import identity
+from zwalk import protocol as p
+from zwalk.app import running
+from zwalk.config import Config
+from zwalk.download import part_path
+from zwalk.node import Node
+
+Serve = Callable[..., ServeProcess]
+MiB = 1024 * 1024
+
+
+def test_three_nodes_find_fetches_the_right_file_byte_identical(
+    serve: Serve, tmp_path: Path
+) -> None:
+    wanted = os.urandom(5 * MiB + 12345)  # several chunks and a short last one
+    a = serve("a", {"music/song.flac": os.urandom(300_000), "notes.txt": b"a"})
+    b = serve("b", {"isos/debian.iso": wanted, "other.iso": os.urandom(70_000)})
+    c = serve("c", {"photo.jpg": os.urandom(200_000), "debian.iso.txt": b"not it"})
+    peers = [arg for n in (a, b, c) for arg in ("--peer", n.endpoint)]
+
+    r = run_zwalk("find", "debian.iso", *peers, "--out", "dl", "--json", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)  # stdout holds the JSON document and nothing else
+    got = tmp_path / "dl" / "debian.iso"
+    assert got.read_bytes() == wanted
+    cid = "b3:" + blake3.blake3(wanted).hexdigest()
+    assert doc["status"] == "downloaded"
+    assert [h["cid"] for h in doc["hits"]] == [cid]
+    assert doc["hits"][0]["holders"][0]["node"] == b.node
+    assert doc["hits"][0]["holders"][0]["path"] == "share/isos/debian.iso"
+    d = doc["download"]
+    assert d["cid"] == cid and d["bytes"] == len(wanted) and Path(d["path"]).resolve() == got
+    assert len(d["sources"]) == 1 and d["seconds"] > 0
+    walk = doc["walk"]
+    assert walk["peers_known"] == 3 and 1 <= walk["messages"] <= 3
+    assert walk["hops"] == len(walk["trace"]) and walk["trace"][-1]["verdict"] == "hit"
+    assert not list((tmp_path / "dl").glob("*.part"))
+
+
+def test_find_by_content_id_and_glob_and_second_download_is_not_clobbered(
+    serve: Serve, tmp_path: Path
+) -> None:
+    data = os.urandom(100_000)
+    a = serve("a", {"report-2024.pdf": data})
+    cid = "b3:" + blake3.blake3(data).hexdigest()
+    (tmp_path / "dl").mkdir()
+    (tmp_path / "dl" / "report-2024.pdf").write_bytes(b"a different file already here")
+
+    r = run_zwalk("find", cid, "--peer", a.endpoint, "--out", "dl", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "dl" / "report-2024.pdf").read_bytes() == b"a different file already here"
+    assert (tmp_path / "dl" / "report-2024 (1).pdf").read_bytes() == data
+    assert "report-2024.pdf" in r.stdout and cid in r.stdout  # the hit table
+
+    r = run_zwalk("find", "report-202?.pdf", "--peer", a.endpoint, "--out", "dl", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "already had" in r.stderr
+    assert len(list((tmp_path / "dl").iterdir())) == 2
+
+
+def test_missing_file_exits_1_with_a_clear_message(serve: Serve, tmp_path: Path) -> None:
+    a = serve("a", {"x.txt": b"x"})
+    b = serve("b", {"y.txt": b"y"})
+    r = run_zwalk("find", "nothere.iso", "--peer", a.endpoint, "--peer", b.endpoint, cwd=tmp_path)
+    assert r.returncode == 1
+    assert "not found" in r.stderr and "'nothere.iso'" in r.stderr
+    assert "asked 2 of 2 peers" in r.stderr
+    assert not (tmp_path / "downloaded").exists()
+
+    r = run_zwalk("find", "nothere.iso", "--peer", a.endpoint, "--json", cwd=tmp_path)
+    assert r.returncode == 1
+    doc = json.loads(r.stdout)
+    assert doc["status"] == "not-found" and doc["hits"] == [] and doc["walk"]["coverage"] == 1.0
+
+
+def test_no_download_lists_only(serve: Serve, tmp_path: Path) -> None:
+    a = serve("a", {"one.iso": b"1" * 10, "two.iso": b"2" * 20})
+    r = run_zwalk(
+        "find", "*.iso", "--all", "--no-download", "--peer", a.endpoint, "--json", cwd=tmp_path
+    )
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert sorted(h["name"] for h in doc["hits"]) == ["one.iso", "two.iso"]
+    assert doc["status"] == "found" and doc["download"] is None
+    assert not (tmp_path / "downloaded").exists()
+
+
+def test_usage_and_config_errors_exit_2(tmp_path: Path) -> None:
+    r = run_zwalk("find", "x", cwd=tmp_path, timeout=30)
+    assert r.returncode == 2 and "no peers" in r.stderr
+    r = run_zwalk("find", "x", "--peer", "nocolon", cwd=tmp_path, timeout=30)
+    assert r.returncode == 2 and "HOST:PORT" in r.stderr
+    r = run_zwalk("find", "a/b", "--peer", "127.0.0.1:9", cwd=tmp_path, timeout=30)
+    assert r.returncode == 2 and "not paths" in r.stderr
+    bad = tmp_path / "bad.ini"
+    bad.write_text("[node]\nport = -1\n")
+    r = run_zwalk(
+        "--config", str(bad), "find", "x", "--peer", "127.0.0.1:9", cwd=tmp_path, timeout=30
+    )
+    assert r.returncode == 2 and "port" in r.stderr
+    r = run_zwalk("find", "x", "--config", str(tmp_path / "absent.ini"), cwd=tmp_path, timeout=30)
+    assert r.returncode == 2 and "not found" in r.stderr
+
+
+def test_serve_port_in_use_is_a_clear_error(serve: Serve, tmp_path: Path) -> None:
+    a = serve("a", {"x": b"x"})
+    port = a.endpoint.rsplit(":", 1)[1]
+    r = run_zwalk(
+        "serve",
+        str(a.share),
+        "--port",
+        port,
+        "--interface",
+        LOOPBACK,
+        "--data-dir",
+        str(tmp_path / "other"),
+        cwd=tmp_path,
+        timeout=30,
+    )
+    assert r.returncode == 1 and "--port 0" in r.stderr and "Traceback" not in r.stderr
+
+
+# --- hostile peers, in this process, on real sockets -----------------------------------------
+
+
+class CorruptingNode(Node):
+    """Serves honestly, except that chunk data for the listed chunks is flipped."""
+
+    corrupt: frozenset[int] = frozenset({1})
+
+    async def answer(self, msg: p.Message) -> p.Message:
+        reply = await super().answer(msg)
+        if isinstance(reply, p.Chunks) and reply.index in self.corrupt:
+            data = bytearray(reply.payload)
+            data[len(data) // 2] ^= 0xFF
+            reply = replace(reply, payload=bytes(data))
+        return reply
+
+
+class CorruptAllNode(CorruptingNode):
+    corrupt = frozenset(range(p.MAX_CHUNKS))
+
+
+def _node_cfg(tmp: Path, name: str) -> Config:
+    return Config(
+        name=name,
+        port=0,
+        interfaces=(LOOPBACK,),
+        data_dir=tmp / name / "data",
+        downloads=tmp / name / "downloaded",
+        chunk_size=p.MIN_CHUNK_SIZE,
+    )
+
+
+async def _find(tmp: Path, *args: str) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        *zwalk_cmd("find", *args),
+        cwd=tmp,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    return proc.returncode or 0, out.decode(), err.decode()
+
+
+async def test_corrupted_chunk_is_rejected_and_never_written(tmp_path: Path) -> None:
+    share = tmp_path / "evil-share"
+    share.mkdir()
+    data = os.urandom(4 * p.MIN_CHUNK_SIZE)
+    (share / "file.bin").write_bytes(data)
+    evil = CorruptingNode(_node_cfg(tmp_path, "evil"), identity.ephemeral(), shares=[share])
+    async with running(evil):
+        code, out, err = await _find(
+            tmp_path, "file.bin", "--peer", str(evil.endpoints[0]), "--out", "dl", "--json"
+        )
+    assert code == 3, err
+    doc = json.loads(out)
+    assert doc["status"] == "download-failed"
+    assert "hash mismatch" in " ".join(doc["errors"])
+    assert not (tmp_path / "dl" / "file.bin").exists()  # never under the final name
+    part = part_path(tmp_path / "dl", "file.bin", blake3.blake3(data).digest())
+    if part.exists():  # only verified chunks may be in it; the corrupt one never is
+        kept = part.read_bytes()
+        bad = slice(p.MIN_CHUNK_SIZE, 2 * p.MIN_CHUNK_SIZE)
+        assert kept[bad] == bytes(p.MIN_CHUNK_SIZE)
+        for i in (0, 2, 3):
+            span = slice(i * p.MIN_CHUNK_SIZE, (i + 1) * p.MIN_CHUNK_SIZE)
+            assert kept[span] in (data[span], bytes(p.MIN_CHUNK_SIZE))
+
+
+async def test_corrupting_source_is_excluded_and_the_honest_one_completes(tmp_path: Path) -> None:
+    data = os.urandom(24 * p.MIN_CHUNK_SIZE + 99)
+    nodes = []
+    for name, cls in (("evil", CorruptAllNode), ("honest", Node)):
+        share = tmp_path / f"{name}-share"
+        share.mkdir()
+        (share / "file.bin").write_bytes(data)
+        nodes.append(cls(_node_cfg(tmp_path, name), identity.ephemeral(), shares=[share]))
+    async with running(nodes[0]), running(nodes[1]):
+        peers = [a for n in nodes for a in ("--peer", str(n.endpoints[0]))]
+        code, out, err = await _find(tmp_path, "file.bin", "--all", *peers, "--out", "dl", "--json")
+    assert code == 0, err
+    assert (tmp_path / "dl" / "file.bin").read_bytes() == data
+    d = json.loads(out)["download"]
+    assert any("evil" in k and "hash mismatch" in v for k, v in d["excluded"].items())
+    assert all("honest" in s for s in d["sources"])
+
+
+async def test_node_keeps_serving_after_garbage(serve: Serve, tmp_path: Path) -> None:
+    import zmq
+    import zmq.asyncio
+
+    a = serve("a", {"keep.txt": b"still here"})
+    ctx = zmq.asyncio.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(f"tcp://{a.endpoint}")
+    try:
+        await sock.send_multipart([b"\xff\x00garbage"])
+        await sock.send_multipart([p.encode(p.GetInfo(req=7, cid=b"\1" * 32))[0], b"extra"])
+        bad_version = bytearray(p.encode(p.Hello(req=9, node=b"\0" * 16, name="x"))[0])
+        bad_version[bad_version.index(b"av\x01") + 2] = 0x02
+        await sock.send_multipart([bytes(bad_version)])
+        replies = []
+        for _ in range(2):
+            async with asyncio.timeout(5):
+                replies.append(p.decode(await sock.recv_multipart()))
+    finally:
+        sock.close()
+        ctx.term()
+    assert {(r.req, r.code) for r in replies if isinstance(r, p.Error)} == {
+        (7, p.ErrorCode.BAD_REQUEST),
+        (9, p.ErrorCode.UNSUPPORTED_VERSION),
+    }
+    r = run_zwalk("find", "keep.txt", "--peer", a.endpoint, "--out", "dl", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "dl" / "keep.txt").read_bytes() == b"still here"
+    assert a.proc.poll() is None
+
+
+def test_demo_ends_with_a_verified_download(tmp_path: Path) -> None:
+    r = run_zwalk("demo", "--size", "4", cwd=tmp_path, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "byte-identical to the source: yes" in r.stderr
+    assert list(tmp_path.iterdir()) == []  # the demo leaves nothing behind
+
+
+def test_python_dash_m_and_version(tmp_path: Path) -> None:
+    r = run_zwalk("--version", cwd=tmp_path, timeout=30)
+    assert r.returncode == 0 and "version" in r.stdout
+    assert sys.executable

@@ -1,0 +1,256 @@
+# The codec: every message round-trips; anything malformed raises ProtocolError and nothing else.
+from __future__ import annotations
+
+import os
+
+import cbor2
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from zwalk import protocol as p
+
+ids = st.binary(min_size=p.ID_BYTES, max_size=p.ID_BYTES)
+hashes = st.binary(min_size=p.HASH_BYTES, max_size=p.HASH_BYTES)
+reqs = st.integers(0, p.MAX_REQ_ID)
+texts = st.text(max_size=60)
+names = st.text(
+    st.characters(blacklist_categories=("Cs", "Cc"), blacklist_characters="/\\\x7f"),
+    min_size=1,
+    max_size=60,
+).filter(lambda s: s not in (".", ".."))
+paths = st.lists(names, min_size=1, max_size=4).map("/".join)
+sizes = st.integers(0, p.MAX_FILE_SIZE)
+hits = st.builds(p.Hit, name=names, path=paths, size=sizes, cid=hashes)
+
+
+@st.composite
+def file_infos(draw: st.DrawFn) -> p.FileInfo:
+    chunk_size = draw(st.sampled_from([p.MIN_CHUNK_SIZE, 1 << 20, p.MAX_CHUNK_SIZE]))
+    size = draw(st.integers(0, chunk_size * 40))
+    n = p.chunk_count(size, chunk_size)
+    return p.FileInfo(
+        req=draw(reqs),
+        cid=draw(hashes),
+        size=size,
+        chunk_size=chunk_size,
+        hashes=draw(st.binary(min_size=n * 32, max_size=n * 32)),
+    )
+
+
+messages = st.one_of(
+    st.builds(p.Hello, req=reqs, node=ids, name=texts),
+    st.builds(p.HelloOk, req=reqs, node=ids, name=texts, files=st.integers(0, p.MAX_COUNT)),
+    st.builds(
+        p.Search,
+        req=reqs,
+        qid=ids,
+        kind=st.sampled_from([p.QueryKind.NAME, p.QueryKind.GLOB]),
+        pattern=names,
+        icase=st.booleans(),
+        limit=st.integers(1, p.MAX_HITS),
+    ),
+    st.builds(
+        p.Search,
+        req=reqs,
+        qid=ids,
+        kind=st.just(p.QueryKind.CID),
+        pattern=hashes.map(p.cid_to_text),
+    ),
+    st.builds(p.Hits, req=reqs, qid=ids, hits=st.lists(hits, max_size=5).map(tuple)),
+    st.builds(p.GetInfo, req=reqs, cid=hashes),
+    file_infos(),
+    st.builds(
+        p.GetChunks,
+        req=reqs,
+        cid=hashes,
+        index=st.integers(0, p.MAX_CHUNKS - 1),
+        count=st.integers(1, 64),
+    ),
+    st.builds(
+        p.Chunks,
+        req=reqs,
+        cid=hashes,
+        index=st.integers(0, p.MAX_CHUNKS - 1),
+        count=st.integers(1, 64),
+        payload=st.binary(max_size=4096),
+    ),
+    st.builds(p.Error, req=reqs, code=st.sampled_from(list(p.ErrorCode)), reason=texts),
+)
+
+
+@given(messages)
+def test_every_message_round_trips(msg: p.Message) -> None:
+    frames = p.encode(msg)
+    back = p.decode(frames)
+    assert back == msg
+    assert type(back) is type(msg)
+    if isinstance(msg, p.Chunks):
+        assert len(frames) == 2 and bytes(back.payload) == bytes(msg.payload)  # type: ignore[attr-defined]
+    else:
+        assert len(frames) == 1
+
+
+def test_all_message_types_are_covered() -> None:
+    # The strategy above must grow with the protocol.
+    covered = {
+        "hello",
+        "hello-ok",
+        "search",
+        "hits",
+        "get-info",
+        "file-info",
+        "get-chunks",
+        "chunks",
+        "error",
+    }
+    assert set(p.MESSAGE_TYPES) == covered
+
+
+def _decode_only_protocol_errors(frames: list[bytes]) -> p.ProtocolError | None:
+    try:
+        p.decode(frames)
+    except p.ProtocolError as e:
+        return e
+    return None
+
+
+@settings(max_examples=500)
+@given(st.lists(st.binary(max_size=300), min_size=0, max_size=3))
+def test_random_bytes_raise_only_protocol_error(frames: list[bytes]) -> None:
+    _decode_only_protocol_errors(frames)
+
+
+cbor_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats()
+    | st.text(max_size=20)
+    | st.binary(max_size=40),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=500)
+@given(messages, st.data())
+def test_wrong_field_types_are_rejected(msg: p.Message, data: st.DataObject) -> None:
+    body = cbor2.loads(p.encode(msg)[0])
+    key = data.draw(st.sampled_from(sorted(body)))
+    bad = data.draw(cbor_values)
+    body[key] = bad
+    frames = [cbor2.dumps(body)] + ([b"x"] if isinstance(msg, p.Chunks) else [])
+    err = _decode_only_protocol_errors(frames)
+    if err is None:  # the replacement happened to be valid: it must then decode to that value
+        assert p.decode(frames) is not None
+
+
+@given(messages, st.integers().filter(lambda v: v != p.PROTOCOL_VERSION))
+def test_unknown_versions_are_rejected(msg: p.Message, version: int) -> None:
+    body = cbor2.loads(p.encode(msg)[0])
+    body["v"] = version
+    frames = [cbor2.dumps(body)] + ([b"x"] if isinstance(msg, p.Chunks) else [])
+    err = _decode_only_protocol_errors(frames)
+    assert err is not None and err.code is p.ErrorCode.UNSUPPORTED_VERSION
+    assert err.req == msg.req  # so the error reply can name the request
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("name", "x" * (p.MAX_TEXT_BYTES + 1)),
+        ("name", "é" * (p.MAX_TEXT_BYTES // 2 + 1)),  # the bound is in bytes, not characters
+        ("node", b"\0" * (p.ID_BYTES + 1)),
+        ("req", p.MAX_REQ_ID + 1),
+        ("req", -1),
+        ("req", True),
+    ],
+)
+def test_oversized_or_mistyped_hello_fields(field: str, value: object) -> None:
+    body = {"v": 1, "t": "hello", "req": 1, "node": b"\0" * p.ID_BYTES, "name": "n"}
+    body[field] = value
+    assert _decode_only_protocol_errors([cbor2.dumps(body)]) is not None
+
+
+@pytest.mark.parametrize(
+    "name", ["../etc/passwd", "a/b", "a\\b", "..", ".", "", "a\x00b", "x\nrm", "z" * 256]
+)
+def test_hit_names_that_could_escape_the_download_folder_are_rejected(name: str) -> None:
+    hit = {"name": name, "path": "share/x", "size": 1, "cid": b"\1" * 32}
+    body = {"v": 1, "t": "hits", "req": 1, "qid": b"\0" * 16, "hits": [hit]}
+    err = _decode_only_protocol_errors([cbor2.dumps(body)])
+    assert err is not None and "name" in err.reason
+
+
+@pytest.mark.parametrize("path", ["/abs", "a/../b", "a//b", "./a", "a\\b"])
+def test_hit_paths_must_be_relative_and_plain(path: str) -> None:
+    hit = {"name": "x", "path": path, "size": 1, "cid": b"\1" * 32}
+    body = {"v": 1, "t": "hits", "req": 1, "qid": b"\0" * 16, "hits": [hit]}
+    assert _decode_only_protocol_errors([cbor2.dumps(body)]) is not None
+
+
+def test_file_info_hash_count_must_match_size() -> None:
+    body = {
+        "v": 1,
+        "t": "file-info",
+        "req": 1,
+        "cid": b"\1" * 32,
+        "size": 3 * p.MIN_CHUNK_SIZE,
+        "chunk_size": p.MIN_CHUNK_SIZE,
+        "hashes": b"\0" * 64,
+    }
+    err = _decode_only_protocol_errors([cbor2.dumps(body)])
+    assert err is not None and "3 chunk hashes" in err.reason
+
+
+def test_too_many_hits_are_rejected() -> None:
+    hit = {"name": "x", "path": "s/x", "size": 1, "cid": b"\1" * 32}
+    body = {"v": 1, "t": "hits", "req": 1, "qid": b"\0" * 16, "hits": [hit] * (p.MAX_HITS + 1)}
+    assert _decode_only_protocol_errors([cbor2.dumps(body)]) is not None
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        bytes.fromhex("c11a514b67b0"),  # a tagged datetime
+        bytes.fromhex("9bffffffffffffffff"),  # an array claiming 2**64-1 items
+        bytes.fromhex("bf617601ff"),  # an indefinite-length map
+        b"\x81" * 10_000 + b"\x00",  # deep nesting
+        cbor2.dumps({"v": 1, "t": "hello", "t2": 1}),
+        cbor2.dumps([1, "hello"]),
+        cbor2.dumps({"v": 1, "t": "no-such-type", "req": 1}),
+        bytes.fromhex("a3617601617401617401"),  # duplicate key
+    ],
+)
+def test_hostile_cbor_is_rejected(raw: bytes) -> None:
+    assert _decode_only_protocol_errors([raw]) is not None
+
+
+def test_oversized_header_is_rejected_before_parsing() -> None:
+    err = _decode_only_protocol_errors([b"\0" * (p.MAX_HEADER + 1)])
+    assert err is not None and err.code is p.ErrorCode.TOO_LARGE
+
+
+def test_payload_frame_rules() -> None:
+    chunks = p.Chunks(req=1, cid=b"\1" * 32, index=0, count=1, payload=b"data")
+    header = p.encode(chunks)[0]
+    assert _decode_only_protocol_errors([header]) is not None  # payload missing
+    hello = p.encode(p.Hello(req=1, node=os.urandom(16), name="n"))[0]
+    assert _decode_only_protocol_errors([hello, b"extra"]) is not None
+
+
+def test_locally_built_messages_are_validated_too() -> None:
+    with pytest.raises(p.ProtocolError):
+        p.Hit(name="../x", path="a", size=1, cid=b"\1" * 32)
+    with pytest.raises(p.ProtocolError):
+        p.Search(req=1, qid=b"\0" * 16, kind=p.QueryKind.CID, pattern="b3:xyz")
+
+
+def test_cid_text_round_trip() -> None:
+    cid = bytes(range(32))
+    assert p.cid_from_text(p.cid_to_text(cid).upper().replace("B3:", "b3:")) == cid
+    with pytest.raises(ValueError):
+        p.cid_from_text("b3:1234")

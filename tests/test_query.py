@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+import pytest
+
+from zwalk.protocol import QueryKind
+from zwalk.query import parse_query
+
+CID = "b3:" + "ab" * 32
+
+
+def test_parse_picks_the_kind() -> None:
+    assert parse_query("report.pdf").kind is QueryKind.NAME
+    assert parse_query("*.iso").kind is QueryKind.GLOB
+    assert parse_query("report-202?.pdf").kind is QueryKind.GLOB
+    q = parse_query(CID.upper().replace("B3:", "b3:"))
+    assert q.kind is QueryKind.CID and q.pattern == CID
+
+
+@pytest.mark.parametrize("bad", ["", "   ", "dir/file", "b3:nothex", "a\\b"])
+def test_parse_rejects(bad: str) -> None:
+    with pytest.raises(ValueError):
+        parse_query(bad)
+
+
+def test_matching() -> None:
+    cid = bytes.fromhex("ab" * 32)
+    other = bytes(32)
+    assert parse_query("Report.pdf").matches("Report.pdf", other)
+    assert not parse_query("report.pdf").matches("Report.pdf", other)
+    assert parse_query("report.pdf", icase=True).matches("REPORT.PDF", other)
+    assert parse_query("*.iso").matches("debian.iso", other)
+    assert not parse_query("*.iso").matches("debian.ISO", other)
+    assert parse_query("*.iso", icase=True).matches("debian.ISO", other)
+    assert parse_query("report-202?.pdf").matches("report-2024.pdf", other)
+    assert parse_query(CID).matches("anything", cid)
+    assert not parse_query(CID).matches("anything", other)
