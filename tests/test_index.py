@@ -131,3 +131,18 @@ def test_damaged_cache_is_ignored(tmp_path: Path) -> None:
     index = ix.scan([share], chunk_size=CS, cache_path=cache)
     assert len(index) == 4  # includes the download folder: nothing excluded here
     assert ix.load_cache(cache)  # and the cache was rewritten
+
+
+def test_undecodable_file_names_are_skipped_not_fatal(tmp_path: Path) -> None:
+    share = tmp_path / "share"
+    share.mkdir()
+    (share / "fine.txt").write_bytes(b"x")
+    try:
+        (share / os.fsdecode(b"bad-\xff.bin")).write_bytes(b"y")
+    except (OSError, UnicodeEncodeError):
+        pytest.skip("this file system refuses non-UTF-8 names")
+    cache = tmp_path / "cache.cbor"
+    index = ix.scan([share], chunk_size=CS, cache_path=cache)
+    assert [e.name for e in index.entries] == ["fine.txt"]
+    assert "cannot be shared" in index.skipped[0][1]
+    assert ix.load_cache(cache)

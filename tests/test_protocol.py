@@ -148,7 +148,7 @@ def test_wrong_field_types_are_rejected(msg: p.Message, data: st.DataObject) -> 
         assert p.decode(frames) is not None
 
 
-@given(messages, st.integers().filter(lambda v: v != p.PROTOCOL_VERSION))
+@given(messages, st.integers(-(2**63), 2**64 - 1).filter(lambda v: v != p.PROTOCOL_VERSION))
 def test_unknown_versions_are_rejected(msg: p.Message, version: int) -> None:
     body = cbor2.loads(p.encode(msg)[0])
     body["v"] = version
@@ -254,3 +254,36 @@ def test_cid_text_round_trip() -> None:
     assert p.cid_from_text(p.cid_to_text(cid).upper().replace("B3:", "b3:")) == cid
     with pytest.raises(ValueError):
         p.cid_from_text("b3:1234")
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        cbor2.dumps({"v": 10**1000, "t": "hello", "req": 1}),  # a bignum (tag 2)
+        cbor2.dumps({"v": 1.0, "t": "hello", "req": 1}),  # a float
+        cbor2.dumps({"v": 1, "t": "hello", "req": 1}) + b"\x00",  # trailing bytes
+        bytes.fromhex("d8236161"),  # tag 35 (regex)
+        bytes.fromhex("d9d9f7a0"),  # self-describe tag 55799
+        bytes.fromhex("a1617601f7"),  # 'undefined'
+    ],
+)
+def test_tags_floats_and_trailing_bytes_are_refused_before_parsing(raw: bytes) -> None:
+    with pytest.raises(p.ProtocolError):
+        p.check_wellformed(raw)
+    assert _decode_only_protocol_errors([raw]) is not None
+
+
+def test_error_reasons_stay_within_bounds() -> None:
+    body = {"v": 10**300, "t": "hello", "req": 5}
+    err = p.ProtocolError("x" * 5000)
+    assert len(err.reason) <= p.MAX_REASON_CHARS
+    # Whatever the input, the error reply we would build from it is a valid message.
+    raw = cbor2.dumps(body)
+    e = _decode_only_protocol_errors([raw])
+    assert e is not None
+    p.encode(p.Error(req=e.req or 0, code=e.code, reason=e.reason))
+
+
+def test_names_that_are_not_unicode_are_refused() -> None:
+    with pytest.raises(p.ProtocolError):
+        p.Hit(name="bad\udcff", path="s/x", size=1, cid=b"\1" * 32)

@@ -39,7 +39,9 @@ def parse_endpoint(text: str) -> Endpoint:
     host, sep, port_s = text.rpartition(":")
     if not sep or not host or not port_s.isdigit() or not 0 < int(port_s) < 65536:
         raise ConfigError(f"not a HOST:PORT peer address: {text!r}")
-    return Endpoint(host.strip("[]"), int(port_s))
+    if ":" in host:
+        raise ConfigError(f"IPv6 peers are not supported yet: {text!r}")
+    return Endpoint(host, int(port_s))
 
 
 @dataclass(frozen=True, slots=True)

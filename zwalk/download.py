@@ -43,8 +43,40 @@ class DownloadResult:
     already_present: bool = False
 
 
+MAX_LOCAL_NAME = 224  # bytes: room under the usual 255 for " (999)" or ".<16 hex>.part"
+WINDOWS_RESERVED = {
+    "CON",
+    "PRN",
+    "AUX",
+    "NUL",
+    *(f"COM{i}" for i in range(1, 10)),
+    *(f"LPT{i}" for i in range(1, 10)),
+}
+
+
+def _trim(text: str, max_bytes: int) -> str:
+    while len(text.encode()) > max_bytes:
+        text = text[:-1]
+    return text
+
+
+def local_name(name: str, windows: bool = os.name == "nt") -> str:
+    """A name this platform can store, for a (validated) name from the network."""
+    if windows:
+        name = "".join("_" if c in '<>:"|?*' else c for c in name).rstrip(". ") or "_"
+        if name.split(".")[0].upper() in WINDOWS_RESERVED:
+            name = "_" + name
+    if len(name.encode()) > MAX_LOCAL_NAME:
+        stem, dot, ext = name.rpartition(".")
+        if dot and 0 < len(ext.encode()) <= 16:
+            name = _trim(stem, MAX_LOCAL_NAME - len(ext.encode()) - 1) + "." + ext
+        else:
+            name = _trim(name, MAX_LOCAL_NAME)
+    return name
+
+
 def part_path(out_dir: Path, name: str, cid: bytes) -> Path:
-    return out_dir / f"{name}.{cid.hex()[:16]}.part"
+    return out_dir / f"{local_name(name)}.{cid.hex()[:16]}.part"
 
 
 async def fetch_info(
@@ -114,6 +146,7 @@ def place(part: Path, out_dir: Path, name: str, cid: bytes) -> tuple[Path, bool]
     """Give a verified .part file its final name without clobbering anything.
 
     Returns (path, already_present). If the name is taken by other bytes, `name (1).ext` etc."""
+    name = local_name(name)
     stem, dot, ext = name.rpartition(".")
     if not stem:
         stem, dot, ext = name, "", ""
@@ -158,7 +191,10 @@ async def download(
     sched: ChunkScheduler[PeerLink] = ChunkScheduler(
         info, sources, window=window, timeout=chunk_timeout
     )
-    writer = _Writer(part, size)
+    try:
+        writer = _Writer(part, size)
+    except OSError as e:
+        raise DownloadError(f"cannot write {part}: {e.strerror or e}") from None
     try:
         await _run(sched, writer, cid, progress)
         for link, why in sched.failure_reasons().items():

@@ -211,6 +211,13 @@ def scan(
             if st.st_size > p.MAX_FILE_SIZE:
                 skipped.append((fp, f"larger than {p.MAX_FILE_SIZE} bytes"))
                 continue
+            rel = _rel_name(root, fp)
+            try:
+                p.file_name(fp.name)
+                p.rel_path(rel)
+            except p.ProtocolError as e:
+                skipped.append((fp, f"name cannot be shared: {e.reason}"))
+                continue
             cs = chunk_size_for(st.st_size, chunk_size)
             hit = cache.get(str(fp))
             if hit is not None and hit[:3] == (st.st_size, st.st_mtime_ns, cs):
@@ -228,7 +235,7 @@ def scan(
             entries.append(
                 FileEntry(
                     path=fp,
-                    rel=_rel_name(root, fp),
+                    rel=rel,
                     size=st.st_size,
                     mtime_ns=st.st_mtime_ns,
                     cid=cid,
@@ -239,6 +246,6 @@ def scan(
     if cache_path is not None:
         try:
             save_cache(cache_path, entries)
-        except OSError as e:
+        except (OSError, ValueError, cbor2.CBOREncodeError) as e:
             log.warning("could not write index cache %s: %s", cache_path, e)
     return Index(entries=entries, skipped=skipped)

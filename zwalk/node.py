@@ -70,7 +70,9 @@ class PeerLink:
         self.info: PeerInfo | None = None
         self.sock = node.ctx.socket(zmq.DEALER)
         configure(self.sock)
-        self.sock.setsockopt(zmq.ROUTING_ID, node.identity.node_id)
+        # Node id first (so the peer knows who talks), then a per-link suffix: two links from
+        # one node to one peer (two addresses) must not collide on the peer's ROUTER.
+        self.sock.setsockopt(zmq.ROUTING_ID, node.identity.node_id + os.urandom(4))
         self.sock.connect(endpoint.zmq)
         self._pending: dict[int, asyncio.Future[p.Message]] = {}
 
@@ -309,7 +311,12 @@ class Node:
         if self._router is None:
             return
         try:
-            await self._router.send_multipart([rid, *p.encode(msg)], flags=zmq.NOBLOCK, copy=False)
+            frames = p.encode(msg)
+        except Exception:  # a reply we cannot encode is our bug; the requester will time out
+            log.exception("cannot encode %s reply", msg.TYPE)
+            return
+        try:
+            await self._router.send_multipart([rid, *frames], flags=zmq.NOBLOCK, copy=False)
         except zmq.ZMQError as e:  # queue full or peer gone: the requester will time out
             log.debug("dropped reply to %s: %s", rid.hex()[:12], e)
 

@@ -30,6 +30,7 @@ MAX_NAME_BYTES = 255
 MAX_PATH_BYTES = 4096
 MAX_PATTERN_BYTES = 1024
 MAX_TEXT_BYTES = 1024  # display names, error reasons
+MAX_REASON_CHARS = 200  # our own error reasons; fits MAX_TEXT_BYTES in any UTF-8
 MAX_HITS = 1000  # hits in one reply
 MAX_COUNT = 1_000_000_000  # file counts and the like
 
@@ -38,6 +39,8 @@ class ProtocolError(Exception):
     """Anything malformed, out of bounds or unsupported. `code` is what goes back to the peer."""
 
     def __init__(self, reason: str, code: ErrorCode | None = None, req: int | None = None) -> None:
+        # Reasons are echoed to the peer in an error message, whose text is bounded.
+        reason = reason if len(reason) <= MAX_REASON_CHARS else reason[: MAX_REASON_CHARS - 1] + "…"
         super().__init__(reason)
         self.reason = reason
         self.code = code or ErrorCode.BAD_REQUEST
@@ -88,7 +91,11 @@ def text(max_bytes: int, min_chars: int = 0) -> Check:
     def check(v: Any) -> str:
         if type(v) is not str:
             raise _fail("expected a text string")
-        if len(v.encode("utf-8", "surrogatepass")) > max_bytes or len(v) < min_chars:
+        try:
+            encoded = v.encode("utf-8")
+        except UnicodeEncodeError:  # lone surrogates: not representable as CBOR text
+            raise _fail("text is not valid Unicode") from None
+        if len(encoded) > max_bytes or len(v) < min_chars:
             raise _fail(f"text length outside [{min_chars}, {max_bytes} bytes]")
         return v
 
@@ -127,7 +134,8 @@ def _bad_name_char(c: str) -> bool:
 
 
 def file_name(v: Any) -> str:
-    """A bare file name that is safe to create inside a download folder on any platform."""
+    """A bare file name: one path component, no control characters. Names that a platform
+    cannot store (such as `a:b` on Windows) are mapped to a local name by the downloader."""
     v = text(MAX_NAME_BYTES, min_chars=1)(v)
     if v in (".", "..") or any(_bad_name_char(c) for c in v):
         raise _fail("file name must be a single path component without control characters")
@@ -137,7 +145,7 @@ def file_name(v: Any) -> str:
 def rel_path(v: Any) -> str:
     """A relative POSIX path, informational only: it is shown, never used to write."""
     v = text(MAX_PATH_BYTES, min_chars=1)(v)
-    if v.startswith("/") or "\\" in v or any(ord(c) < 0x20 for c in v):
+    if v.startswith("/") or "\\" in v or any(ord(c) < 0x20 or c == "\x7f" for c in v):
         raise _fail("path must be relative, '/'-separated, without control characters")
     if any(part in ("", ".", "..") for part in v.split("/")):
         raise _fail("path must not contain empty, '.' or '..' components")
@@ -378,8 +386,56 @@ def encode(msg: Message) -> list[bytes | memoryview]:
     return [header]
 
 
-def _reject_tag(decoder: object, tag: object) -> Any:
-    raise ProtocolError("CBOR tags are not part of this protocol")
+def check_wellformed(data: bytes, max_depth: int = 8) -> None:
+    """Walk the CBOR item structure without building it (RFC 8949 section 3).
+
+    Accepts exactly one item using only what this protocol uses: integers, byte and text strings,
+    arrays, maps, false, true and null, all definite-length, nested at most `max_depth` deep.
+    Tags, floats, other simple values, indefinite lengths and trailing bytes are refused here, so
+    cbor2 never runs one of its tag decoders on peer input."""
+    pos, end = 0, len(data)
+    pending = [1]  # items still to read at each open level
+    while pending:
+        if pending[-1] == 0:
+            pending.pop()
+            continue
+        pending[-1] -= 1
+        if pos >= end:
+            raise ProtocolError("truncated CBOR")
+        initial = data[pos]
+        pos += 1
+        major, info = initial >> 5, initial & 0x1F
+        if major == 7:
+            if info not in (20, 21, 22):  # false, true, null
+                raise ProtocolError("CBOR floats and simple values are not part of this protocol")
+            continue
+        if info < 24:
+            arg = info
+        elif info <= 27:
+            width = 1 << (info - 24)
+            if pos + width > end:
+                raise ProtocolError("truncated CBOR")
+            arg = int.from_bytes(data[pos : pos + width], "big")
+            pos += width
+        else:
+            raise ProtocolError("indefinite-length or reserved CBOR item")
+        if major in (0, 1):
+            continue
+        if major in (2, 3):
+            if arg > end - pos:
+                raise ProtocolError("truncated CBOR string")
+            pos += arg
+            continue
+        if major == 6:
+            raise ProtocolError("CBOR tags are not part of this protocol")
+        items = arg if major == 4 else 2 * arg
+        if items > end - pos:  # every item takes at least one byte
+            raise ProtocolError("CBOR container larger than the message")
+        pending.append(items)
+        if len(pending) > max_depth + 1:
+            raise ProtocolError("CBOR nested too deeply")
+    if pos != end:
+        raise ProtocolError("bytes after the CBOR message")
 
 
 def decode(frames: Sequence[bytes | memoryview]) -> Message:
@@ -389,16 +445,10 @@ def decode(frames: Sequence[bytes | memoryview]) -> Message:
     header = frames[0]
     if len(header) > MAX_HEADER:
         raise ProtocolError("message header too large", ErrorCode.TOO_LARGE)
+    data = bytes(header)
+    check_wellformed(data)
     try:
-        body = cbor2.loads(
-            bytes(header),
-            tag_hook=_reject_tag,
-            max_depth=8,
-            allow_indefinite=False,
-            allow_duplicate_keys=False,
-        )
-    except ProtocolError:
-        raise
+        body = cbor2.loads(data, max_depth=8, allow_indefinite=False, allow_duplicate_keys=False)
     except Exception as e:  # cbor2 raises several types on malformed input; all mean the same
         raise ProtocolError(f"malformed CBOR: {e}") from None
     if type(body) is not dict:
