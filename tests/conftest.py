@@ -53,3 +53,28 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., ServeProcess]]:
     finally:
         for node in started:
             node.stop()
+
+
+# --- the multi-host lab -----------------------------------------------------------------------
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
+import netlab  # noqa: E402
+
+
+@pytest.fixture
+def lab() -> Iterator[Callable[[int], netlab.Lab]]:
+    """Build a lab of N hosts (network namespaces on one bridge); torn down after the test."""
+    why = netlab.available()
+    if why is not None:
+        pytest.skip(f"multi-host lab unavailable: {why}")
+    made: list[netlab.Lab] = []
+
+    def factory(n: int) -> netlab.Lab:
+        made.append(netlab.Lab(n))
+        made[-1].__enter__()
+        return made[-1]
+
+    try:
+        yield factory
+    finally:
+        for one in made:
+            one.close()

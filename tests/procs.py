@@ -77,6 +77,9 @@ def start_serve(base: Path, name: str, files: dict[str, bytes], *extra: str) -> 
 
 
 def run_zwalk(*args: str, cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run a zwalk command restricted to 127.0.0.1 (unless it names its own interface)."""
+    if "--interface" not in args:
+        args = ("--interface", LOOPBACK, *args)
     return subprocess.run(
         zwalk_cmd(*args), cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False
     )

@@ -99,9 +99,9 @@ def test_no_download_lists_only(serve: Serve, tmp_path: Path) -> None:
     assert not (tmp_path / "downloaded").exists()
 
 
-def test_usage_and_config_errors_exit_2(tmp_path: Path) -> None:
+def test_usage_and_config_errors_exit_2_and_a_lonely_find_exits_1(tmp_path: Path) -> None:
     r = run_zwalk("find", "x", cwd=tmp_path, timeout=30)
-    assert r.returncode == 2 and "no peers" in r.stderr
+    assert r.returncode == 1 and "no peers found" in r.stderr
     r = run_zwalk("find", "x", "--peer", "nocolon", cwd=tmp_path, timeout=30)
     assert r.returncode == 2 and "HOST:PORT" in r.stderr
     r = run_zwalk("find", "a/b", "--peer", "127.0.0.1:9", cwd=tmp_path, timeout=30)
@@ -142,8 +142,8 @@ class CorruptingNode(Node):
 
     corrupt: frozenset[int] = frozenset({1})
 
-    async def answer(self, msg: p.Message) -> p.Message:
-        reply = await super().answer(msg)
+    async def answer(self, msg: p.Message, sender: bytes = b"") -> p.Message:
+        reply = await super().answer(msg, sender)
         if isinstance(reply, p.Chunks) and reply.index in self.corrupt:
             data = bytearray(reply.payload)
             data[len(data) // 2] ^= 0xFF
@@ -232,7 +232,8 @@ async def test_node_keeps_serving_after_garbage(serve: Serve, tmp_path: Path) ->
     try:
         await sock.send_multipart([b"\xff\x00garbage"])
         await sock.send_multipart([p.encode(p.GetInfo(req=7, cid=b"\1" * 32))[0], b"extra"])
-        bad_version = bytearray(p.encode(p.Hello(req=9, node=b"\0" * 16, name="x"))[0])
+        hello = p.Hello(req=9, node=b"\0" * 16, name="x", port=0, inc=b"i" * 8)
+        bad_version = bytearray(p.encode(hello)[0])
         bad_version[bad_version.index(b"av\x01") + 2] = 0x02
         await sock.send_multipart([bytes(bad_version)])
         replies = []
@@ -263,3 +264,59 @@ def test_python_dash_m_and_version(tmp_path: Path) -> None:
     r = run_zwalk("--version", cwd=tmp_path, timeout=30)
     assert r.returncode == 0 and "version" in r.stdout
     assert sys.executable
+
+
+async def test_forged_hello_and_wrong_control_token_are_refused(
+    serve: Serve, tmp_path: Path
+) -> None:
+    import zmq
+    import zmq.asyncio
+
+    from zwalk import control
+
+    a = serve("a", {"x.txt": b"x"})
+    ctx = zmq.asyncio.Context()
+    try:
+        sock = ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.ROUTING_ID, b"\1" * 16 + b"abcd")
+        sock.connect(f"tcp://{a.endpoint}")
+        forged = p.Hello(req=3, node=b"\2" * 16, name="mallory", port=1, inc=b"i" * 8)
+        await sock.send_multipart(p.encode(forged))
+        await sock.send_multipart(p.encode(p.Status(req=4, token=b"\0" * 16)))
+        replies = {}
+        for _ in range(2):
+            async with asyncio.timeout(5):
+                r = p.decode(await sock.recv_multipart())
+            replies[r.req] = r
+        assert isinstance(replies[3], p.Error) and "routing id" in replies[3].reason
+        assert isinstance(replies[4], p.Error) and "control endpoint" in replies[4].reason
+
+        local = control.read_state(a.data_dir)
+        assert local is not None
+        ctl = ctx.socket(zmq.DEALER)
+        ctl.setsockopt(zmq.LINGER, 0)
+        ctl.connect(local.control)
+        await ctl.send_multipart(p.encode(p.Status(req=5, token=b"\0" * 16)))
+        async with asyncio.timeout(5):
+            r = p.decode(await ctl.recv_multipart())
+        assert isinstance(r, p.Error) and r.code is p.ErrorCode.BAD_REQUEST
+        ok = await control.status(local)
+        assert ok is not None and ok.files == 1
+        sock.close()
+        ctl.close()
+    finally:
+        ctx.term()
+    assert (a.data_dir / "node.json").stat().st_mode & 0o077 == 0  # the token is owner-only
+
+
+def test_a_static_peer_named_by_host_name_does_not_break_hellos(
+    serve: Serve, tmp_path: Path
+) -> None:
+    b = serve("b", {"b.txt": b"from b"})
+    port = b.endpoint.rsplit(":", 1)[1]
+    a = serve("a", {"a.txt": b"from a"}, "--peer", f"localhost:{port}")
+    r = run_zwalk("find", "a.txt", "--peer", a.endpoint, "--out", "dl", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "dl" / "a.txt").read_bytes() == b"from a"
+    assert "Traceback" not in a.log.read_text()

@@ -22,6 +22,30 @@ names = st.text(
 paths = st.lists(names, min_size=1, max_size=4).map("/".join)
 sizes = st.integers(0, p.MAX_FILE_SIZE)
 hits = st.builds(p.Hit, name=names, path=paths, size=sizes, cid=hashes)
+incs = st.binary(min_size=p.INC_BYTES, max_size=p.INC_BYTES)
+ports = st.integers(1, 65535)
+hosts = (
+    st.ip_addresses(v=4)
+    .filter(lambda a: not a.is_multicast and not a.is_reserved and a not in p.THIS_NETWORK)
+    .map(str)
+)
+peer_refs = st.builds(p.PeerRef, node=ids, name=texts, host=hosts, port=ports)
+members = st.builds(
+    p.MemberInfo,
+    node=st.none() | ids,
+    name=texts,
+    host=hosts,
+    port=st.integers(0, 65535),
+    version=st.none() | st.integers(0, 9),
+    state=st.sampled_from(["alive", "connecting"]),
+    learned=st.lists(
+        st.builds(p.Learned, how=st.sampled_from(["mdns", "static"]), detail=texts), max_size=3
+    ).map(tuple),
+    first_seen_ms=st.integers(0, 2**53),
+    last_seen_ms=st.integers(0, 2**53),
+    rtt_us=st.none() | st.integers(0, 10**6),
+    files=st.integers(0, p.MAX_COUNT),
+)
 
 
 @st.composite
@@ -39,8 +63,31 @@ def file_infos(draw: st.DrawFn) -> p.FileInfo:
 
 
 messages = st.one_of(
-    st.builds(p.Hello, req=reqs, node=ids, name=texts),
-    st.builds(p.HelloOk, req=reqs, node=ids, name=texts, files=st.integers(0, p.MAX_COUNT)),
+    st.builds(p.Hello, req=reqs, node=ids, name=texts, port=st.integers(0, 65535), inc=incs),
+    st.builds(
+        p.HelloOk,
+        req=reqs,
+        node=ids,
+        name=texts,
+        files=st.integers(0, p.MAX_COUNT),
+        port=st.integers(0, 65535),
+        inc=incs,
+        peers=st.lists(peer_refs, max_size=3).map(tuple),
+    ),
+    st.builds(p.Ping, req=reqs),
+    st.builds(p.Pong, req=reqs, files=st.integers(0, p.MAX_COUNT)),
+    st.builds(p.Bye, req=reqs),
+    st.builds(p.Status, req=reqs, token=st.binary(min_size=16, max_size=16)),
+    st.builds(
+        p.StatusOk,
+        req=reqs,
+        node=ids,
+        name=texts,
+        endpoints=st.lists(peer_refs, max_size=2).map(tuple),
+        files=st.integers(0, 10**6),
+        bytes=st.integers(0, 2**40),
+        members=st.lists(members, max_size=3).map(tuple),
+    ),
     st.builds(
         p.Search,
         req=reqs,
@@ -94,6 +141,11 @@ def test_every_message_round_trips(msg: p.Message) -> None:
 def test_all_message_types_are_covered() -> None:
     # The strategy above must grow with the protocol.
     covered = {
+        "ping",
+        "pong",
+        "bye",
+        "status",
+        "status-ok",
         "hello",
         "hello-ok",
         "search",
@@ -167,10 +219,20 @@ def test_unknown_versions_are_rejected(msg: p.Message, version: int) -> None:
         ("req", p.MAX_REQ_ID + 1),
         ("req", -1),
         ("req", True),
+        ("port", 65536),
+        ("inc", b"\0" * 9),
     ],
 )
 def test_oversized_or_mistyped_hello_fields(field: str, value: object) -> None:
-    body = {"v": 1, "t": "hello", "req": 1, "node": b"\0" * p.ID_BYTES, "name": "n"}
+    body = {
+        "v": 1,
+        "t": "hello",
+        "req": 1,
+        "node": b"\0" * p.ID_BYTES,
+        "name": "n",
+        "port": 1,
+        "inc": b"\0" * 8,
+    }
     body[field] = value
     assert _decode_only_protocol_errors([cbor2.dumps(body)]) is not None
 
@@ -238,7 +300,7 @@ def test_payload_frame_rules() -> None:
     chunks = p.Chunks(req=1, cid=b"\1" * 32, index=0, count=1, payload=b"data")
     header = p.encode(chunks)[0]
     assert _decode_only_protocol_errors([header]) is not None  # payload missing
-    hello = p.encode(p.Hello(req=1, node=os.urandom(16), name="n"))[0]
+    hello = p.encode(p.Hello(req=1, node=os.urandom(16), name="n", port=0, inc=b"i" * 8))[0]
     assert _decode_only_protocol_errors([hello, b"extra"]) is not None
 
 
@@ -287,3 +349,33 @@ def test_error_reasons_stay_within_bounds() -> None:
 def test_names_that_are_not_unicode_are_refused() -> None:
     with pytest.raises(p.ProtocolError):
         p.Hit(name="bad\udcff", path="s/x", size=1, cid=b"\1" * 32)
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "224.0.0.251",
+        "0.0.0.0",  # noqa: S104
+        "0.1.2.3",
+        "240.0.0.1",
+        "255.255.255.255",
+        "example.com",
+        "::1",
+        "1.2.3",
+        "01.2.3.4",
+    ],
+)
+def test_gossiped_addresses_must_be_unicast_ipv4(host: str) -> None:
+    ref = {"node": b"\1" * 16, "name": "x", "host": host, "port": 1}
+    body = {
+        "v": 1,
+        "t": "hello-ok",
+        "req": 1,
+        "node": b"\0" * 16,
+        "name": "n",
+        "files": 0,
+        "port": 1,
+        "inc": b"\0" * 8,
+        "peers": [ref],
+    }
+    assert _decode_only_protocol_errors([cbor2.dumps(body)]) is not None

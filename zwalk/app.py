@@ -7,12 +7,13 @@ import logging
 import signal
 import sys
 from collections.abc import AsyncIterator, Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from rich.console import Console
 
-from zwalk.config import Config
+from zwalk import control, identity
+from zwalk.config import Config, Endpoint
 from zwalk.node import Node
 
 T = TypeVar("T")
@@ -53,6 +54,22 @@ async def running(node: Node) -> AsyncIterator[Node]:
             yield node
         finally:
             task.cancel()
+
+
+async def peer_source(app: App) -> tuple[Node, str]:
+    """A temporary, non-listening node for a client command, and how it learns its peers:
+    from the running local node's live table when there is one ("local-node"), else by
+    browsing mDNS for a short while ("discovery"). Static peers are added either way."""
+    cfg = app.cfg
+    local = control.read_state(cfg.data_dir)
+    status = await control.status(local) if local is not None else None
+    if status is not None:
+        live = tuple(
+            Endpoint(m.host, m.port) for m in status.members if m.state == "alive" and m.port
+        )
+        node_cfg = replace(cfg, peers=tuple(dict.fromkeys(live + cfg.peers)))
+        return Node(node_cfg, identity.ephemeral(), listen=False, discover=False), "local-node"
+    return Node(cfg, identity.ephemeral(), listen=False, discover=True), "discovery"
 
 
 def first_error(e: BaseException) -> BaseException:

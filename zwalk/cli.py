@@ -116,7 +116,7 @@ def main() -> None:
 
 
 # Commands import this module for global_options and make_app, so they are attached last.
-from zwalk.commands import demo, find, serve  # noqa: E402
+from zwalk.commands import demo, doctor, find, peers, serve  # noqa: E402
 
-for _cmd in (serve.serve, find.find, demo.demo):
+for _cmd in (serve.serve, find.find, peers.peers, doctor.doctor, demo.demo):
     cli.add_command(_cmd)

@@ -41,6 +41,8 @@ def parse_endpoint(text: str) -> Endpoint:
         raise ConfigError(f"not a HOST:PORT peer address: {text!r}")
     if ":" in host:
         raise ConfigError(f"IPv6 peers are not supported yet: {text!r}")
+    if len(host.encode()) > 253 or not all(c.isalnum() or c in ".-_" for c in host):
+        raise ConfigError(f"not a host name or IPv4 address: {host!r}")
     return Endpoint(host, int(port_s))
 
 
@@ -59,6 +61,10 @@ class Config:
     reply_timeout: float = 2.0
     window: int = 8
     chunk_timeout: float = 10.0
+    ping_interval: float = 1.0
+    ping_timeout: float = 1.0
+    max_missed_pings: int = 3
+    discovery_wait: float = 1.0
 
     def with_overrides(self, **changes: Any) -> Config:
         """Flags win over the file; None means the flag was not given."""
@@ -106,7 +112,16 @@ def load(path: Path | None, *, required: bool = False) -> Config:
     except (configparser.Error, UnicodeDecodeError, OSError) as e:
         raise ConfigError(f"cannot read config file {path}: {e}") from None
     known = {
-        "node": {"name", "port", "data_dir", "interfaces"},
+        "node": {
+            "name",
+            "port",
+            "data_dir",
+            "interfaces",
+            "ping_interval",
+            "ping_timeout",
+            "max_missed_pings",
+            "discovery_wait",
+        },
         "share": {"paths", "chunk_size", "rescan_interval", "downloads"},
         "peers": {"static"},
         "find": {"timeout", "reply_timeout"},
@@ -141,6 +156,11 @@ def _apply(parser: configparser.ConfigParser, cfg: Config, path: Path) -> Config
             ch["data_dir"] = base / Path(s["data_dir"].strip()).expanduser()
         if "interfaces" in s:
             ch["interfaces"] = tuple(check_interface(x) for x in _list(s["interfaces"]))
+        for key in ("ping_interval", "ping_timeout", "discovery_wait"):
+            if key in s:
+                ch[key] = s.getfloat(key)
+        if "max_missed_pings" in s:
+            ch["max_missed_pings"] = s.getint("max_missed_pings")
     if parser.has_section("share"):
         s = parser["share"]
         if "paths" in s:
@@ -185,5 +205,10 @@ def validate(cfg: Config) -> None:
     _positive("find", "reply_timeout", cfg.reply_timeout)
     _positive("transfer", "chunk_timeout", cfg.chunk_timeout)
     _positive("share", "rescan_interval", cfg.rescan_interval)
+    _positive("node", "ping_interval", cfg.ping_interval)
+    _positive("node", "ping_timeout", cfg.ping_timeout)
+    _positive("node", "discovery_wait", cfg.discovery_wait)
+    if not 1 <= cfg.max_missed_pings <= 100:
+        raise ConfigError(f"[node] max_missed_pings must be 1..100, got {cfg.max_missed_pings}")
     if not 1 <= cfg.window <= 256:
         raise ConfigError(f"[transfer] window must be 1..256, got {cfg.window}")

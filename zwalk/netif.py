@@ -36,3 +36,32 @@ def resolve(interfaces: tuple[str, ...]) -> list[str]:
             addrs = table[value]
         out.extend(a for a in addrs if a not in out)
     return out
+
+
+def ipv4_networks() -> list[tuple[str, ipaddress.IPv4Interface]]:
+    """(interface name, address/prefix) for every IPv4 address of this host."""
+    out = []
+    for adapter in ifaddr.get_adapters():
+        for ip in adapter.ips:
+            if isinstance(ip.ip, str):
+                out.append(
+                    (adapter.nice_name, ipaddress.IPv4Interface(f"{ip.ip}/{ip.network_prefix}"))
+                )
+    return out
+
+
+def default_addresses() -> list[str]:
+    """Where discovery runs when no interface is chosen: every non-loopback IPv4 address."""
+    return [str(i.ip) for _, i in ipv4_networks() if not i.ip.is_loopback]
+
+
+def interface_for(peer: str, ours: list[str]) -> str:
+    """Which of our addresses (and its interface) shares a subnet with `peer`, for display."""
+    try:
+        addr = ipaddress.IPv4Address(peer)
+    except ValueError:
+        return ""
+    for name, iface in ipv4_networks():
+        if str(iface.ip) in ours and addr in iface.network:
+            return f"{name} ({iface.ip})"
+    return ""

@@ -1,139 +1,46 @@
-# The asyncio shell of a node: it owns every ZeroMQ socket and runs the sans-IO core.
+# The asyncio shell of a node: it owns every ZeroMQ socket and the zeroconf instance, and runs
+# the sans-IO cores (membership, and through search/download, the walk and the scheduler).
 #
 # One ROUTER bound per node takes everything that comes in; one DEALER per peer carries what goes
-# out, with our node id as its routing id (ZeroMQ's Harmony pattern). Requests carry an id and
-# replies name it. Sends never block: a peer whose queue is full is treated as gone. Disk work and
-# hashing go to worker threads so the loop stays responsive.
+# out, with our node id leading its routing id (ZeroMQ's Harmony pattern). Requests carry an id
+# and replies name it. Sends never block: a peer whose queue is full is treated as gone. Disk
+# work and hashing go to worker threads so the loop stays responsive.
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import itertools
-import json
 import logging
 import os
-from collections.abc import Iterable
-from dataclasses import dataclass, replace
+import random
+import secrets
+import time
+from collections.abc import Coroutine, Iterable
 from pathlib import Path
 from typing import Any
 
 import zmq
 import zmq.asyncio
 
+from zwalk import control
 from zwalk import protocol as p
 from zwalk.config import Config, Endpoint
+from zwalk.discovery import Discovery
 from zwalk.identity import Identity
 from zwalk.index import Index, scan
-from zwalk.netif import resolve
+from zwalk.links import PeerError, PeerGone, PeerInfo, PeerLink, configure
+from zwalk.membership import Connect, Disconnect, Member, Membership, Ping, Source, State
+from zwalk.netif import default_addresses, resolve
 from zwalk.query import Query
+
+__all__ = ["Node", "PeerError", "PeerGone", "PeerInfo", "PeerLink"]
 
 log = logging.getLogger(__name__)
 
 MAX_CONCURRENT_REQUESTS = 64  # per node, beyond this a request is answered "busy"
 MAX_CONCURRENT_READS = 8
-STATE_FILE = "node.json"
-
-
-class PeerError(Exception):
-    """A peer answered with an error, could not be reached, or said something malformed."""
-
-
-class PeerGone(PeerError):
-    """The peer's send queue is full or the peer does not answer: treat it as gone."""
-
-
-def configure(sock: zmq.Socket[Any]) -> None:
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.setsockopt(zmq.MAXMSGSIZE, p.MAX_FRAME)
-    sock.setsockopt(zmq.SNDHWM, 256)
-    sock.setsockopt(zmq.RCVHWM, 256)
-
-
-@dataclass(frozen=True, slots=True)
-class PeerInfo:
-    node: bytes
-    name: str
-    files: int
-    endpoint: Endpoint
-
-    @property
-    def short(self) -> str:
-        return self.node.hex()[:12]
-
-
-class PeerLink:
-    """The DEALER to one peer, matching replies to requests by id."""
-
-    def __init__(self, node: Node, endpoint: Endpoint) -> None:
-        self.node = node
-        self.endpoint = endpoint
-        self.info: PeerInfo | None = None
-        self.sock = node.ctx.socket(zmq.DEALER)
-        configure(self.sock)
-        # Node id first (so the peer knows who talks), then a per-link suffix: two links from
-        # one node to one peer (two addresses) must not collide on the peer's ROUTER.
-        self.sock.setsockopt(zmq.ROUTING_ID, node.identity.node_id + os.urandom(4))
-        self.sock.connect(endpoint.zmq)
-        self._pending: dict[int, asyncio.Future[p.Message]] = {}
-
-    def __repr__(self) -> str:
-        return f"<peer {self.label}>"
-
-    @property
-    def label(self) -> str:
-        if self.info:
-            return f"{self.info.name} ({self.info.short}) at {self.endpoint}"
-        return str(self.endpoint)
-
-    async def request(self, msg: p.Message, timeout: float) -> p.Message:
-        """Send a request and wait for its reply; error replies raise PeerError."""
-        req = next(self.node.req_ids)
-        msg = replace(msg, req=req)
-        fut: asyncio.Future[p.Message] = asyncio.get_running_loop().create_future()
-        self._pending[req] = fut
-        try:
-            try:
-                await self.sock.send_multipart(p.encode(msg), flags=zmq.NOBLOCK, copy=False)
-            except zmq.Again:
-                raise PeerGone(f"{self.label}: send queue full") from None
-            async with asyncio.timeout(timeout):
-                reply = await fut
-        finally:
-            self._pending.pop(req, None)
-        if isinstance(reply, p.Error):
-            raise PeerError(f"{self.label}: {reply.code}: {reply.reason}")
-        return reply
-
-    async def receive_loop(self) -> None:
-        while True:
-            frames = await self.sock.recv_multipart(copy=False)
-            try:
-                msg = p.decode([f.buffer for f in frames])
-            except p.ProtocolError as e:
-                log.warning("malformed reply from %s: %s", self.label, e)
-                fut = self._pending.get(e.req) if e.req is not None else None
-                if fut and not fut.done():
-                    fut.set_exception(PeerError(f"{self.label}: malformed reply: {e.reason}"))
-                continue
-            fut = self._pending.get(msg.req)
-            if fut is None or fut.done():
-                log.debug("unsolicited %s from %s", msg.TYPE, self.label)
-                continue
-            fut.set_result(msg)
-
-    async def hello(self, timeout: float) -> PeerInfo:
-        ident = self.node.identity
-        reply = await self.request(p.Hello(req=0, node=ident.node_id, name=self.node.name), timeout)
-        if not isinstance(reply, p.HelloOk):
-            raise PeerError(f"{self.label}: answered hello with {reply.TYPE}")
-        self.info = PeerInfo(reply.node, reply.name, reply.files, self.endpoint)
-        return self.info
-
-    def close(self) -> None:
-        for fut in self._pending.values():
-            if not fut.done():
-                fut.set_exception(PeerGone(f"{self.label}: link closed"))
-        self.sock.close(linger=0)
+BYE_LINGER_MS = 200  # how long a closing link may take to deliver our bye
+LOOPBACK = "127.0.0.1"
 
 
 class Node:
@@ -146,6 +53,7 @@ class Node:
         *,
         shares: Iterable[Path] = (),
         listen: bool = True,
+        discover: bool = False,
         state_dir: Path | None = None,
     ) -> None:
         self.cfg = cfg
@@ -153,32 +61,47 @@ class Node:
         self.name = cfg.name
         self.shares = [Path(s) for s in shares]
         self.listen = listen
-        self.state_dir = state_dir  # where node.json is written while serving
+        self.discover = discover
+        self.state_dir = state_dir  # where node.json and the control endpoint live while serving
+        self.incarnation = os.urandom(p.INC_BYTES)
         self.ctx = zmq.asyncio.Context()
         self.index = Index()
         self.endpoints: list[Endpoint] = []
         self.links: dict[Endpoint, PeerLink] = {}
-        self.req_ids = itertools.count(1)
+        self.membership = Membership(
+            identity.node_id,
+            ping_after=cfg.ping_interval,
+            ping_timeout=cfg.ping_timeout,
+            max_missed=cfg.max_missed_pings,
+            hello_timeout=cfg.reply_timeout,
+        )
+        self.discovery: Discovery | None = None
+        self.mdns_addresses: list[str] = []
+        self._req_ids = itertools.count(1)
         self._tg: asyncio.TaskGroup | None = None
         self._router: zmq.asyncio.Socket | None = None
+        self._control: zmq.asyncio.Socket | None = None
+        self._control_endpoint = ""
+        self._token = secrets.token_bytes(p.TOKEN_BYTES)
+        self._link_tasks: dict[Endpoint, asyncio.Task[None]] = {}
         self._request_slots = asyncio.Semaphore(MAX_CONCURRENT_REQUESTS)
         self._read_slots = asyncio.Semaphore(MAX_CONCURRENT_READS)
         self._scan_lock = asyncio.Lock()
+        self._wake = asyncio.Event()
+        self.changed = asyncio.Event()  # set whenever the membership table changes
+
+    @property
+    def port(self) -> int:
+        return self.endpoints[0].port if self.endpoints else 0
 
     # --- lifecycle --------------------------------------------------------------------------
     async def run(self, ready: asyncio.Future[Node]) -> None:
-        """Bind, index, then serve until cancelled. Bind errors reach `ready`, not a log line."""
+        """Bind, announce, index, then serve until cancelled. Start-up errors reach `ready`."""
         try:
             async with asyncio.TaskGroup() as tg:
                 self._tg = tg
                 try:
-                    if self.listen:
-                        self._bind()
-                        tg.create_task(self._serve_router())
-                    if self.shares:
-                        await self.rescan()
-                        tg.create_task(self._rescan_loop())
-                    self._write_state()
+                    await self._start(tg)
                 except BaseException as e:
                     if not ready.done():
                         ready.set_exception(e)
@@ -187,13 +110,73 @@ class Node:
                 await asyncio.Future()  # until cancelled
         finally:
             self._tg = None
-            self._remove_state()
-            for link in self.links.values():
-                link.close()
-            self.links.clear()
-            if self._router is not None:
-                self._router.close(linger=0)
-            self.ctx.destroy(linger=0)
+            await self._leave()
+
+    async def _start(self, tg: asyncio.TaskGroup) -> None:
+        if self.listen:
+            self._bind()
+            tg.create_task(self._serve_router())
+            if self.state_dir is not None:
+                self._bind_control()
+                tg.create_task(self._serve_control())
+        if self.discover:
+            # Announce before the share index is built: peers see us at once.
+            addrs = resolve(self.cfg.interfaces) if self.cfg.interfaces else default_addresses()
+            if not addrs:
+                log.warning("no non-loopback IPv4 interface: discovery runs on %s", LOOPBACK)
+                addrs = [LOOPBACK]
+            self.mdns_addresses = addrs
+            self.discovery = Discovery(
+                addresses=addrs,
+                spawn=self.spawn,
+                on_found=self._on_found,
+                on_gone=self._on_gone,
+                browse_only=not self.listen,
+            )
+            await self.discovery.start()
+            if self.listen:
+                await self.discovery.announce(
+                    node=self.identity.node_id,
+                    name=self.name,
+                    port=self.port,
+                    public_key=self.identity.public,
+                )
+        self._apply(self.membership.add_static(self.cfg.peers, self._now()))
+        tg.create_task(self._membership_loop())
+        self._write_state()
+        if self.shares:
+            await self.rescan()
+            self._write_state()
+            tg.create_task(self._rescan_loop())
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None] | None:
+        """Run a task owned by this node (dropped if the node is shutting down)."""
+        if self._tg is None:
+            coro.close()
+            return None
+        return self._tg.create_task(coro)
+
+    async def _leave(self) -> None:
+        """Tell peers and mDNS that we go, then release every socket."""
+        for link in self.links.values():
+            if self.listen and link.info is not None and not link.closed:
+                with contextlib.suppress(PeerError):
+                    link.send(p.Bye(req=0))
+            link.close(linger_ms=BYE_LINGER_MS)
+        self.links.clear()
+        if self.discovery is not None:
+            try:
+                async with asyncio.timeout(2):
+                    await self.discovery.close()
+            except (TimeoutError, OSError) as e:
+                log.warning("mDNS goodbye failed: %s", e)
+        if self.state_dir is not None:
+            control.remove_state(self.state_dir)
+        for sock in (self._router, self._control):
+            if sock is not None:
+                sock.close(linger=0)
+        # term() waits up to BYE_LINGER_MS for the byes to go out.
+        await asyncio.to_thread(self.ctx.term)
 
     def _bind(self) -> None:
         router = self.ctx.socket(zmq.ROUTER)
@@ -211,7 +194,7 @@ class Node:
             except zmq.ZMQError as e:
                 hint = (
                     " (another node running? use --port 0 for any free port)"
-                    if (e.errno == zmq.EADDRINUSE)
+                    if e.errno == zmq.EADDRINUSE
                     else ""
                 )
                 raise OSError(
@@ -219,26 +202,35 @@ class Node:
                 ) from None
             self.endpoints.append(Endpoint(addr, port))
 
-    def _write_state(self) -> None:
-        if self.state_dir is None:
-            return
-        state = {
-            "pid": os.getpid(),
-            "node": self.identity.node_id.hex(),
-            "name": self.name,
-            "endpoints": [str(e) for e in self.endpoints],
-            "files": len(self.index),
-        }
+    def _bind_control(self) -> None:
+        assert self.state_dir is not None  # noqa: S101 -- checked by the caller
+        sock = self.ctx.socket(zmq.ROUTER)
+        configure(sock)
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        path = self.state_dir / STATE_FILE
-        tmp = path.with_name(f"{STATE_FILE}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(state, indent=2))
-        os.replace(tmp, path)
+        ipc = control.control_endpoint(self.state_dir)
+        if ipc is not None:
+            sock.bind(ipc)
+            self._control_endpoint = ipc
+        else:
+            port = sock.bind_to_random_port(f"tcp://{LOOPBACK}")
+            self._control_endpoint = f"tcp://{LOOPBACK}:{port}"
+        self._control = sock
 
-    def _remove_state(self) -> None:
-        if self.state_dir is not None:
-            with contextlib.suppress(OSError):
-                (self.state_dir / STATE_FILE).unlink()
+    def _write_state(self) -> None:
+        if self.state_dir is None or not self.listen:
+            return
+        control.write_state(
+            self.state_dir,
+            {
+                "pid": os.getpid(),
+                "node": self.identity.node_id.hex(),
+                "name": self.name,
+                "endpoints": [str(e) for e in self.endpoints],
+                "control": self._control_endpoint,
+                "token": self._token.hex(),
+                "files": len(self.index),
+            },
+        )
 
     # --- share index ------------------------------------------------------------------------
     async def rescan(self) -> Index:
@@ -267,66 +259,257 @@ class Node:
             except OSError as e:
                 log.warning("rescan failed: %s", e)
 
-    # --- serving ----------------------------------------------------------------------------
+    # --- membership -------------------------------------------------------------------------
+    @staticmethod
+    def _now() -> float:
+        return time.monotonic()
+
+    def _on_found(self, node: bytes, ep: Endpoint, detail: str, version: int) -> None:
+        if version != p.PROTOCOL_VERSION and node != self.identity.node_id:
+            log.info("ignoring %s at %s: protocol version %d", node.hex()[:12], ep, version)
+            return
+        self._apply(self.membership.on_discovered(node, ep, Source.MDNS, detail, self._now()))
+
+    def _on_gone(self, node: bytes) -> None:
+        self._apply(self.membership.on_mdns_removed(node, self._now()))
+
+    def _apply(self, actions: list[Connect | Ping | Disconnect]) -> None:
+        for action in actions:
+            match action:
+                case Connect(endpoint=ep):
+                    link = self._link(ep)
+                    self.spawn(self._greet(link))
+                case Ping(endpoint=ep):
+                    if ep in self.links:
+                        self.spawn(self._ping(self.links[ep]))
+                case Disconnect(endpoint=ep, reason=why):
+                    log.info("peer %s gone: %s", ep, why)
+                    link = self.links.pop(ep, None)
+                    if link is not None:
+                        link.close()
+                    task = self._link_tasks.pop(ep, None)
+                    if task is not None:
+                        task.cancel()
+        if actions:
+            self.changed.set()
+            self._wake.set()
+
+    def _link(self, ep: Endpoint) -> PeerLink:
+        link = self.links.get(ep)
+        if link is None or link.closed:
+            link = PeerLink(
+                self.ctx,
+                ep,
+                node_id=self.identity.node_id,
+                req_ids=lambda: next(self._req_ids),
+                on_reply=lambda e: self.membership.on_reply(e, self._now()),
+            )
+            self.links[ep] = link
+            task = self.spawn(link.receive_loop())
+            if task is not None:
+                self._link_tasks[ep] = task
+        return link
+
+    def hello_msg(self) -> p.Hello:
+        return p.Hello(
+            req=0,
+            node=self.identity.node_id,
+            name=self.name,
+            port=self.port,
+            inc=self.incarnation,
+        )
+
+    async def _greet(self, link: PeerLink) -> None:
+        ep = link.endpoint
+        try:
+            reply = await link.hello(self.hello_msg(), self.cfg.reply_timeout)
+        except TimeoutError:
+            self._apply(
+                self.membership.on_unreachable(
+                    ep, f"no hello answer within {self.cfg.reply_timeout:g}s", self._now()
+                )
+            )
+            return
+        except PeerError as e:
+            self._apply(self.membership.on_unreachable(ep, str(e), self._now()))
+            return
+        now = self._now()
+        actions = self.membership.on_hello(
+            ep,
+            node=reply.node,
+            name=reply.name,
+            incarnation=reply.inc,
+            files=reply.files,
+            version=p.PROTOCOL_VERSION,
+            now=now,
+        )
+        for ref in reply.peers:
+            gossiped = Endpoint(ref.host, ref.port)
+            # A loopback address names a host only from that host itself.
+            if ref.host.startswith("127.") and not ep.host.startswith("127."):
+                continue
+            actions += self.membership.on_discovered(
+                ref.node, gossiped, Source.GOSSIP, f"via {reply.name}", now
+            )
+        self._apply(actions)
+        self.changed.set()
+
+    async def _ping(self, link: PeerLink) -> None:
+        try:
+            reply = await link.request(p.Ping(req=0), self.cfg.ping_timeout)
+        except (TimeoutError, PeerError):
+            return  # the membership clock counts the miss
+        if isinstance(reply, p.Pong):
+            self.membership.on_pong(link.endpoint, self._now(), files=reply.files)
+
+    async def _membership_loop(self) -> None:
+        while True:
+            now = self._now()
+            self._apply(self.membership.tick(now))
+            wait = min(0.5, max(0.02, self.membership.next_wakeup(now) - now))
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait):
+                    await self._wake.wait()
+
+    async def settle(self, wait: float, quiet: float = 0.3) -> None:
+        """Let discovery and hellos run: up to `wait` seconds, less once every peer found has
+        answered and nothing new turned up for `quiet` seconds."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        last_change = loop.time()
+        while (now := loop.time()) < deadline:
+            if self.changed.is_set():
+                self.changed.clear()
+                last_change = now
+            members = self.membership.by_endpoint.values()
+            if (
+                members
+                and all(m.state is State.ALIVE for m in members)
+                and (now - last_change >= quiet)
+            ):
+                return
+            await asyncio.sleep(min(0.05, deadline - now))
+
+    def alive_links(self) -> list[PeerLink]:
+        return [self.links[m.endpoint] for m in self.membership.alive() if m.endpoint in self.links]
+
+    def gossip(self, exclude: bytes) -> tuple[p.PeerRef, ...]:
+        refs = [
+            p.PeerRef(node=m.node, name=m.name, host=m.endpoint.host, port=m.endpoint.port)
+            for m in self.membership.alive()
+            if m.node is not None and m.node != exclude and _gossipable(m.endpoint.host)
+        ]
+        random.shuffle(refs)
+        return tuple(refs[: p.MAX_GOSSIP])
+
+    # --- serving peers ----------------------------------------------------------------------
     async def _serve_router(self) -> None:
         router, tg = self._router, self._tg
         if router is None or tg is None:
             raise RuntimeError("node is not running")
         while True:
             frames = await router.recv_multipart(copy=False)
-            if len(frames) < 2:
-                continue
-            rid = frames[0].bytes
             try:
-                msg = p.decode([f.buffer for f in frames[1:]])
-            except p.ProtocolError as e:
-                log.info("rejected message from %s: %s", rid.hex()[:12], e.reason)
-                if e.req is not None:
-                    await self._reply(rid, p.Error(req=e.req, code=e.code, reason=e.reason))
-                continue
-            if not isinstance(msg, p.REQUESTS):
-                await self._reply(
-                    rid, p.Error(req=msg.req, code=p.ErrorCode.BAD_REQUEST, reason="not a request")
-                )
-                continue
-            if self._request_slots.locked():
-                await self._reply(
-                    rid, p.Error(req=msg.req, code=p.ErrorCode.BUSY, reason="too many requests")
-                )
-                continue
-            await self._request_slots.acquire()
-            tg.create_task(self._handle(rid, msg))
+                await self._on_router_message(router, tg, frames)
+            except Exception:  # one bad message, or a bug it finds, must not stop the node
+                log.exception("error handling a message")
 
-    async def _handle(self, rid: bytes, msg: p.Message) -> None:
+    async def _on_router_message(
+        self, router: zmq.asyncio.Socket, tg: asyncio.TaskGroup, frames: list[zmq.Frame]
+    ) -> None:
+        if len(frames) < 2:
+            return
+        rid = frames[0].bytes
+        sender = rid[: p.ID_BYTES]
+        self.membership.on_traffic(sender, self._now())
         try:
-            reply = await self.answer(msg)
+            msg = p.decode([f.buffer for f in frames[1:]])
+        except p.ProtocolError as e:
+            log.info("rejected message from %s: %s", rid.hex()[:12], e.reason)
+            if e.req is not None:
+                await self._reply(router, rid, p.Error(req=e.req, code=e.code, reason=e.reason))
+            return
+        if isinstance(msg, p.NOTIFICATIONS):
+            if isinstance(msg, p.Bye):
+                self._apply(self.membership.on_bye(sender, self._now()))
+            return
+        if isinstance(msg, p.Hello):
+            if msg.node != sender:
+                await self._reply(
+                    router,
+                    rid,
+                    p.Error(
+                        req=msg.req,
+                        code=p.ErrorCode.BAD_REQUEST,
+                        reason="hello node id differs from the routing id",
+                    ),
+                )
+                return
+            if msg.port:
+                peer_ep = Endpoint(frames[1].get("Peer-Address"), msg.port)
+                self._apply(
+                    self.membership.on_discovered(
+                        msg.node, peer_ep, Source.INBOUND, "", self._now(), incarnation=msg.inc
+                    )
+                )
+        if not isinstance(msg, p.REQUESTS):
+            reason = (
+                "not a request"
+                if not isinstance(msg, p.CONTROL_REQUESTS)
+                else ("control requests go to the control endpoint")
+            )
+            await self._reply(
+                router, rid, p.Error(req=msg.req, code=p.ErrorCode.BAD_REQUEST, reason=reason)
+            )
+            return
+        if self._request_slots.locked():
+            await self._reply(
+                router,
+                rid,
+                p.Error(req=msg.req, code=p.ErrorCode.BUSY, reason="too many requests"),
+            )
+            return
+        await self._request_slots.acquire()
+        tg.create_task(self._handle(router, rid, msg))
+
+    async def _handle(self, sock: zmq.asyncio.Socket, rid: bytes, msg: p.Message) -> None:
+        try:
+            reply = await self.answer(msg, sender=rid[: p.ID_BYTES])
         except Exception as e:  # a handler bug must not take the node down
             log.exception("error answering %s", msg.TYPE)
             reply = p.Error(req=msg.req, code=p.ErrorCode.INTERNAL, reason=type(e).__name__)
         finally:
             self._request_slots.release()
-        await self._reply(rid, reply)
+        await self._reply(sock, rid, reply)
 
-    async def _reply(self, rid: bytes, msg: p.Message) -> None:
-        if self._router is None:
-            return
+    @staticmethod
+    async def _reply(sock: zmq.asyncio.Socket, rid: bytes, msg: p.Message) -> None:
         try:
             frames = p.encode(msg)
         except Exception:  # a reply we cannot encode is our bug; the requester will time out
             log.exception("cannot encode %s reply", msg.TYPE)
             return
         try:
-            await self._router.send_multipart([rid, *frames], flags=zmq.NOBLOCK, copy=False)
+            await sock.send_multipart([rid, *frames], flags=zmq.NOBLOCK, copy=False)
         except zmq.ZMQError as e:  # queue full or peer gone: the requester will time out
             log.debug("dropped reply to %s: %s", rid.hex()[:12], e)
 
-    async def answer(self, msg: p.Message) -> p.Message:
-        """The reply to one request (the node's whole server-side behaviour)."""
+    async def answer(self, msg: p.Message, sender: bytes = b"") -> p.Message:
+        """The reply to one request from a peer (the node's whole server-side behaviour)."""
         match msg:
             case p.Hello():
                 return p.HelloOk(
-                    req=msg.req, node=self.identity.node_id, name=self.name, files=len(self.index)
+                    req=msg.req,
+                    node=self.identity.node_id,
+                    name=self.name,
+                    files=len(self.index),
+                    port=self.port,
+                    inc=self.incarnation,
+                    peers=self.gossip(exclude=sender),
                 )
+            case p.Ping():
+                return p.Pong(req=msg.req, files=len(self.index))
             case p.Search():
                 query = Query(kind=msg.kind, pattern=msg.pattern, icase=msg.icase)
                 found = self.index.search(query, limit=msg.limit)
@@ -358,41 +541,97 @@ class Node:
                 )
             except OSError as e:
                 log.warning("cannot read %s: %s", entry.path, e)
-                if self._tg is not None:
-                    self._tg.create_task(self.rescan())
+                self.spawn(self._rescan_quietly())
                 return _not_found(msg.req, msg.cid)
         return p.Chunks(req=msg.req, cid=msg.cid, index=msg.index, count=msg.count, payload=data)
 
-    # --- asking peers -----------------------------------------------------------------------
-    async def connect(self, endpoints: Iterable[Endpoint]) -> tuple[list[PeerLink], list[str]]:
-        """Open links to endpoints and say hello; returns (reachable links, problems)."""
-        if self._tg is None:
-            raise RuntimeError("node is not running")
-        links = []
-        for ep in dict.fromkeys(endpoints):
-            if ep not in self.links:
-                link = PeerLink(self, ep)
-                self.links[ep] = link
-                self._tg.create_task(link.receive_loop())
-            links.append(self.links[ep])
-        results = await asyncio.gather(
-            *(link.hello(self.cfg.reply_timeout) for link in links), return_exceptions=True
+    async def _rescan_quietly(self) -> None:
+        try:
+            await self.rescan()
+            self._write_state()
+        except OSError as e:
+            log.warning("rescan failed: %s", e)
+
+    # --- the local control endpoint ---------------------------------------------------------
+    async def _serve_control(self) -> None:
+        sock = self._control
+        if sock is None:
+            return
+        while True:
+            frames = await sock.recv_multipart(copy=False)
+            if len(frames) < 2:
+                continue
+            rid = frames[0].bytes
+            try:
+                msg = p.decode([f.buffer for f in frames[1:]])
+            except p.ProtocolError as e:
+                if e.req is not None:
+                    await self._reply(sock, rid, p.Error(req=e.req, code=e.code, reason=e.reason))
+                continue
+            if not isinstance(msg, p.Status) or not secrets.compare_digest(msg.token, self._token):
+                await self._reply(
+                    sock,
+                    rid,
+                    p.Error(
+                        req=msg.req,
+                        code=p.ErrorCode.BAD_REQUEST,
+                        reason="not a valid control request",
+                    ),
+                )
+                continue
+            try:
+                reply: p.Message = self.status(msg.req)
+            except Exception as e:  # a table we cannot describe must not stop the node
+                log.exception("cannot build status")
+                reply = p.Error(req=msg.req, code=p.ErrorCode.INTERNAL, reason=type(e).__name__)
+            await self._reply(sock, rid, reply)
+
+    def status(self, req: int = 0) -> p.StatusOk:
+        mono, wall = self._now(), time.time()
+
+        def ms(t: float) -> int:
+            return max(0, int((wall - (mono - t)) * 1000))
+
+        return p.StatusOk(
+            req=req,
+            node=self.identity.node_id,
+            name=self.name,
+            endpoints=tuple(
+                p.PeerRef(node=self.identity.node_id, name=self.name, host=e.host, port=e.port)
+                for e in self.endpoints
+                if _gossipable(e.host)
+            )[:16],
+            files=len(self.index),
+            bytes=self.index.total_bytes,
+            members=tuple(_member_info(m, ms) for m in self.membership.by_endpoint.values())[
+                : p.MAX_MEMBERS
+            ],
         )
-        ok: list[PeerLink] = []
-        problems: list[str] = []
-        for link, r in zip(links, results, strict=True):
-            if isinstance(r, PeerInfo):
-                if r.node == self.identity.node_id:
-                    problems.append(f"{link.endpoint} is this node itself")
-                else:
-                    ok.append(link)
-            elif isinstance(r, TimeoutError):
-                problems.append(f"{link.endpoint}: no answer within {self.cfg.reply_timeout:g}s")
-            elif isinstance(r, Exception):
-                problems.append(str(r))
-            else:
-                raise r
-        return ok, problems
+
+
+def _member_info(m: Member, ms: Any) -> p.MemberInfo:
+    return p.MemberInfo(
+        node=m.node,
+        name=m.name,
+        host=m.endpoint.host.encode()[: p.MAX_HOST_BYTES].decode(errors="ignore") or "?",
+        port=m.endpoint.port,
+        version=m.version,
+        state=str(m.state),
+        learned=tuple(p.Learned(how=str(k), detail=v) for k, v in m.learned.items())[:4],
+        first_seen_ms=ms(m.first_seen),
+        last_seen_ms=ms(m.last_seen or m.first_seen),
+        rtt_us=None if m.rtt is None else min(p.MAX_COUNT, int(m.rtt * 1e6)),
+        files=m.files,
+    )
+
+
+def _gossipable(host: str) -> bool:
+    """Only addresses a peer can use as they are (never names, never wildcards)."""
+    try:
+        p.ipv4(host)
+    except p.ProtocolError:
+        return False
+    return True
 
 
 def _not_found(req: int, cid: bytes) -> p.Error:

@@ -7,10 +7,11 @@
 from __future__ import annotations
 
 import enum
+import ipaddress
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 import cbor2
 
@@ -33,6 +34,14 @@ MAX_TEXT_BYTES = 1024  # display names, error reasons
 MAX_REASON_CHARS = 200  # our own error reasons; fits MAX_TEXT_BYTES in any UTF-8
 MAX_HITS = 1000  # hits in one reply
 MAX_COUNT = 1_000_000_000  # file counts and the like
+MAX_GOSSIP = 64  # peers named in one hello-ok
+MAX_MEMBERS = 1024  # rows in one status-ok (a full one stays far below MAX_HEADER)
+MAX_HOST_BYTES = 253  # a DNS name at most
+MAX_DETAIL_BYTES = 800  # how a peer was learned (interface, via whom)
+INC_BYTES = 8  # incarnation: random per process run, so a restart is told from a reconnect
+TOKEN_BYTES = 16
+BROADCAST = "255.255.255.255"
+THIS_NETWORK = ipaddress.IPv4Network("0.0.0.0/8")  # noqa: S104 -- RFC 1122 "this host"
 
 
 class ProtocolError(Exception):
@@ -182,8 +191,8 @@ class Message:
 
 
 def _to_wire_value(v: Any) -> Any:
-    if isinstance(v, Hit):
-        return {name: _to_wire_value(getattr(v, name)) for name in Hit.SCHEMA}
+    if isinstance(v, Struct):
+        return {name: _to_wire_value(getattr(v, name)) for name in v.SCHEMA}
     if isinstance(v, list | tuple):
         return [_to_wire_value(x) for x in v]
     if isinstance(v, enum.StrEnum):
@@ -192,10 +201,57 @@ def _to_wire_value(v: Any) -> Any:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Hit:
+class Struct:
+    """A record nested inside a message (a hit, a peer reference), validated like one."""
+
+    SCHEMA: ClassVar[dict[str, Check]] = {}
+
+    def __post_init__(self) -> None:
+        for name, check in self.SCHEMA.items():
+            check(getattr(self, name))
+
+    @classmethod
+    def from_wire(cls, v: Any) -> Self:
+        if type(v) is not dict:
+            raise _fail(f"{cls.__name__.lower()} must be a map")
+        return cls(**_checked_fields(cls.SCHEMA, v))
+
+
+def struct_list(cls: type[Struct], max_items: int) -> Check:
+    def check(v: Any) -> tuple[Struct, ...]:
+        if type(v) not in (list, tuple):
+            raise _fail(f"expected an array of {cls.__name__.lower()}s")
+        if len(v) > max_items:
+            raise _fail(f"more than {max_items} items")
+        return tuple(x if isinstance(x, cls) else cls.from_wire(x) for x in v)
+
+    return check
+
+
+def optional(inner: Check) -> Check:
+    def check(v: Any) -> Any:
+        return None if v is None else inner(v)
+
+    return check
+
+
+def ipv4(v: Any) -> str:
+    """A unicast IPv4 address in dotted form (no names: a peer must not make us resolve)."""
+    v = text(15, min_chars=7)(v)
+    try:
+        addr = ipaddress.IPv4Address(v)
+    except ValueError:
+        raise _fail("expected an IPv4 address") from None
+    if addr.is_multicast or addr.is_reserved or addr in THIS_NETWORK:  # 240/4 includes broadcast
+        raise _fail("expected a unicast IPv4 address")
+    return str(addr)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Hit(Struct):
     """One shared file that matches a query, as the holder describes it."""
 
-    SCHEMA: ClassVar[dict[str, Check]] = {
+    SCHEMA = {
         "name": file_name,
         "path": rel_path,
         "size": uint(MAX_FILE_SIZE),
@@ -206,33 +262,76 @@ class Hit:
     size: int
     cid: bytes
 
-    def __post_init__(self) -> None:
-        for name, check in self.SCHEMA.items():
-            check(getattr(self, name))
 
-    @classmethod
-    def from_wire(cls, v: Any) -> Hit:
-        if type(v) is not dict:
-            raise _fail("hit must be a map")
-        return cls(**_checked_fields(cls.SCHEMA, v))
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PeerRef(Struct):
+    """A peer one node tells another about (gossip)."""
+
+    SCHEMA = {
+        "node": blob(exact=ID_BYTES),
+        "name": text(MAX_TEXT_BYTES),
+        "host": ipv4,
+        "port": uint(65535, minimum=1),
+    }
+    node: bytes
+    name: str
+    host: str
+    port: int
 
 
-def hit_list(v: Any) -> tuple[Hit, ...]:
-    if type(v) not in (list, tuple):
-        raise _fail("expected an array of hits")
-    if len(v) > MAX_HITS:
-        raise _fail(f"more than {MAX_HITS} hits")
-    return tuple(x if isinstance(x, Hit) else Hit.from_wire(x) for x in v)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Learned(Struct):
+    how: str  # mdns, static, gossip, inbound
+    detail: str
+
+    SCHEMA = {"how": text(16, min_chars=1), "detail": text(MAX_DETAIL_BYTES)}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MemberInfo(Struct):
+    """One row of a node's membership table, as the local control endpoint reports it."""
+
+    SCHEMA = {
+        "node": optional(blob(exact=ID_BYTES)),
+        "name": text(MAX_TEXT_BYTES),
+        "host": text(MAX_HOST_BYTES, min_chars=1),
+        "port": uint(65535),
+        "version": optional(uint(MAX_COUNT)),
+        "state": text(16, min_chars=1),
+        "learned": struct_list(Learned, 4),
+        "first_seen_ms": uint(2**53),
+        "last_seen_ms": uint(2**53),
+        "rtt_us": optional(uint(MAX_COUNT)),
+        "files": uint(MAX_COUNT),
+    }
+    node: bytes | None
+    name: str
+    host: str
+    port: int
+    version: int | None
+    state: str
+    learned: tuple[Learned, ...]
+    first_seen_ms: int
+    last_seen_ms: int
+    rtt_us: int | None
+    files: int
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Hello(Message):
-    """First message to a peer: who we are."""
+    """First message to a peer: who we are, where we listen, which run of us this is."""
 
     TYPE = "hello"
-    SCHEMA = {"node": blob(exact=ID_BYTES), "name": text(MAX_TEXT_BYTES)}
+    SCHEMA = {
+        "node": blob(exact=ID_BYTES),
+        "name": text(MAX_TEXT_BYTES),
+        "port": uint(65535),  # our ROUTER's port; 0 when we do not listen
+        "inc": blob(exact=INC_BYTES),
+    }
     node: bytes
     name: str
+    port: int
+    inc: bytes
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -242,10 +341,37 @@ class HelloOk(Message):
         "node": blob(exact=ID_BYTES),
         "name": text(MAX_TEXT_BYTES),
         "files": uint(MAX_COUNT),
+        "port": uint(65535),
+        "inc": blob(exact=INC_BYTES),
+        "peers": struct_list(PeerRef, MAX_GOSSIP),
     }
     node: bytes
     name: str
     files: int
+    port: int
+    inc: bytes
+    peers: tuple[PeerRef, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Ping(Message):
+    """Are you still there? Sent to a peer that has been quiet for a while."""
+
+    TYPE = "ping"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Pong(Message):
+    TYPE = "pong"
+    SCHEMA = {"files": uint(MAX_COUNT)}
+    files: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Bye(Message):
+    """We are leaving. One-way: it gets no reply."""
+
+    TYPE = "bye"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -276,7 +402,7 @@ class Hits(Message):
     """Reply to search: the matching files (possibly none)."""
 
     TYPE = "hits"
-    SCHEMA = {"qid": blob(exact=ID_BYTES), "hits": hit_list}
+    SCHEMA = {"qid": blob(exact=ID_BYTES), "hits": struct_list(Hit, MAX_HITS)}
     qid: bytes
     hits: tuple[Hit, ...] = ()
 
@@ -367,10 +493,56 @@ class Error(Message):
     reason: str
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Status(Message):
+    """Local control only: a client run by the same user asks the running node for its state."""
+
+    TYPE = "status"
+    SCHEMA = {"token": blob(exact=TOKEN_BYTES)}
+    token: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StatusOk(Message):
+    TYPE = "status-ok"
+    SCHEMA = {
+        "node": blob(exact=ID_BYTES),
+        "name": text(MAX_TEXT_BYTES),
+        "endpoints": struct_list(PeerRef, 16),
+        "files": uint(MAX_COUNT),
+        "bytes": uint(2**63 - 1),
+        "members": struct_list(MemberInfo, MAX_MEMBERS),
+    }
+    node: bytes
+    name: str
+    endpoints: tuple[PeerRef, ...]
+    files: int
+    bytes: int
+    members: tuple[MemberInfo, ...]
+
+
 MESSAGE_TYPES: dict[str, type[Message]] = {
-    m.TYPE: m for m in (Hello, HelloOk, Search, Hits, GetInfo, FileInfo, GetChunks, Chunks, Error)
+    m.TYPE: m
+    for m in (
+        Hello,
+        HelloOk,
+        Ping,
+        Pong,
+        Bye,
+        Search,
+        Hits,
+        GetInfo,
+        FileInfo,
+        GetChunks,
+        Chunks,
+        Error,
+        Status,
+        StatusOk,
+    )
 }
-REQUESTS = (Hello, Search, GetInfo, GetChunks)
+REQUESTS = (Hello, Ping, Search, GetInfo, GetChunks)  # what a peer may ask on the ROUTER
+NOTIFICATIONS = (Bye,)  # what a peer may send on the ROUTER without expecting a reply
+CONTROL_REQUESTS = (Status,)  # what the local control endpoint answers
 
 
 # --- encoding -------------------------------------------------------------------------------

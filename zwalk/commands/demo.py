@@ -101,13 +101,20 @@ async def _run_demo(
         say(f"  {node.name} on {node.endpoints[0]}: {files}")
 
     out = root / "client" / "downloaded"
-    ccfg = replace(base, name="demo-client", data_dir=root / "client" / "data", downloads=out)
+    ccfg = replace(
+        base,
+        name="demo-client",
+        data_dir=root / "client" / "data",
+        downloads=out,
+        peers=tuple(e for n in swarm for e in n.endpoints),
+    )
     client = await stack.enter_async_context(
         running(Node(ccfg, identity.ephemeral(), listen=False))
     )
-    links, problems = await client.connect(e for n in swarm for e in n.endpoints)
-    for problem in problems:
-        app.warn(problem)
+    await client.settle(5)
+    links = client.alive_links()
+    if len(links) != len(swarm):
+        app.warn(f"only {len(links)} of {len(swarm)} demo nodes answered")
 
     say(f"\n$ zwalk find {target}")
     search = await probe(links, parse_query(target), timeout=10, reply_timeout=2)

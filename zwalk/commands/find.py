@@ -21,13 +21,11 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from zwalk import identity
 from zwalk import protocol as p
-from zwalk.app import App, run, running
+from zwalk.app import App, peer_source, run, running
 from zwalk.cli import EXIT_DOWNLOAD_FAILED, EXIT_NOT_FOUND, EXIT_OK, global_options, make_app
-from zwalk.config import ConfigError
 from zwalk.download import DownloadError, DownloadResult, download
-from zwalk.node import Node, PeerLink
+from zwalk.node import PeerLink
 from zwalk.query import Query, parse_query
 from zwalk.search import probe
 from zwalk.walk import Found, ProbeSearch
@@ -72,11 +70,6 @@ def find(
         q = parse_query(query, icase=ignore_case)
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="QUERY") from None
-    if not app.cfg.peers:
-        raise ConfigError(
-            "no peers to ask: pass --peer HOST:PORT, or list them under [peers] static in the "
-            "config file"
-        )
     report, code = run(
         _find(
             app,
@@ -97,8 +90,8 @@ def find(
 async def _find(
     app: App, text: str, q: Query, *, no_download: bool, all_: bool, show_progress: bool
 ) -> tuple[dict[str, Any], int]:
-    cfg = app.cfg
-    node = Node(cfg, identity.ephemeral(), listen=False)
+    node, via = await peer_source(app)
+    cfg = node.cfg
     report: dict[str, Any] = {
         "query": {"text": text, "kind": str(q.kind), "pattern": q.pattern, "ignore_case": q.icase},
         "status": "not-found",
@@ -109,8 +102,9 @@ async def _find(
         "walk": None,
     }
     async with running(node):
-        links, problems = await node.connect(cfg.peers)
-        report["errors"].extend(problems)
+        await node.settle(cfg.discovery_wait if via == "discovery" else cfg.reply_timeout)
+        links = node.alive_links()
+        report["peers_via"] = via
         search = await probe(
             links,
             q,
@@ -118,7 +112,7 @@ async def _find(
             reply_timeout=cfg.reply_timeout,
             want=sys.maxsize if all_ else 1,
         )
-        report["walk"] = _walk_report(search, peers_known=len(cfg.peers))
+        report["walk"] = _walk_report(search, peers_known=len(links))
         ranked = search.ranked()
         report["hits"] = [_hit_report(f) for f in ranked]
         if not ranked:
@@ -242,6 +236,17 @@ def _render(app: App, r: dict[str, Any], trace: bool) -> None:
                 f"hop {i}: {hop['name'] or '?'} ({hop['endpoint']}) "
                 f"{hop['latency_ms']:.1f} ms {hop['verdict']}"
             )
+    if not r["hits"] and walk["peers_known"] == 0:
+        how = (
+            "the local node knows no live peer"
+            if r.get("peers_via") == "local-node"
+            else "nothing answered on mDNS"
+        )
+        app.error(
+            f"no peers found ({how}): is a zwalk node running on the LAN? Name one with "
+            "--peer HOST:PORT, or run `zwalk doctor`"
+        )
+        return
     if not r["hits"]:
         app.error(
             f"not found: {r['query']['text']!r} (asked {walk['peers_visited']} of "

@@ -47,13 +47,14 @@ def serve(
 async def _serve(app: App, shares: list[Path]) -> None:
     cfg = app.cfg
     ident = identity.load_or_create(cfg.data_dir)
-    node = Node(cfg, ident, shares=shares, state_dir=cfg.data_dir)
+    node = Node(cfg, ident, shares=shares, discover=True, state_dir=cfg.data_dir)
     async with running(node):
         eps = ", ".join(e.zmq for e in node.endpoints)
         app.info(
             f"[bold]{node.name}[/] ({ident.short}) sharing {len(node.index)} files, "
             f"{node.index.total_bytes:,} bytes, from {', '.join(str(s) for s in shares)}"
         )
-        app.info(f"listening on {eps}; Ctrl-C to leave")
+        mdns = ", ".join(node.mdns_addresses)
+        app.info(f"listening on {eps}; announced over mDNS on {mdns}; Ctrl-C to leave")
         await until_signalled()
     app.info("left cleanly")

@@ -1,0 +1,149 @@
+# zwalk nodes on lab hosts, and reading their view of the world through the control endpoint.
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from netlab import Lab
+
+from zwalk import control
+from zwalk import protocol as p
+
+
+def short_tmp() -> Iterator[Path]:
+    """A short base path: ipc socket paths must stay under ~100 bytes."""
+    d = Path(tempfile.mkdtemp(prefix="zwl", dir="/tmp"))  # noqa: S108 -- ours, removed after
+    try:
+        yield d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+@dataclass
+class LabNode:
+    lab: Lab
+    host: int
+    base: Path
+    proc: subprocess.Popen[bytes] | None = None
+    node: str = ""
+    files: dict[str, bytes] = field(default_factory=dict)
+
+    @property
+    def address(self) -> str:
+        return self.lab.hosts[self.host].address
+
+    @property
+    def data(self) -> Path:
+        return self.base / f"h{self.host}" / "data"
+
+    @property
+    def share(self) -> Path:
+        return self.base / f"h{self.host}" / "share"
+
+    def zwalk(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        """Run a zwalk command on this host, on its address and with its data dir."""
+        (self.base / f"h{self.host}").mkdir(parents=True, exist_ok=True)
+        cmd = [
+            sys.executable,
+            "-m",
+            "zwalk",
+            *args,
+            "--interface",
+            self.address,
+            "--data-dir",
+            str(self.data),
+        ]
+        return self.lab.run(self.host, cmd, timeout=timeout, cwd=self.base / f"h{self.host}")
+
+    def start(self, wait: bool = True) -> LabNode:
+        self.share.mkdir(parents=True, exist_ok=True)
+        for name, data in self.files.items():
+            (self.share / name).write_bytes(data)
+        log = (self.base / f"h{self.host}" / "serve.log").open("ab")
+        self.proc = self.lab.spawn(
+            self.host,
+            [
+                sys.executable,
+                "-m",
+                "zwalk",
+                "serve",
+                str(self.share),
+                "--name",
+                f"h{self.host}",
+                "--port",
+                "0",
+                "--interface",
+                self.address,
+                "--data-dir",
+                str(self.data),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
+        if wait:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout: float = 20) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            local = control.read_state(self.data)
+            if local is not None and self.proc is not None and local.pid == self.proc.pid:
+                self.node = local.node.hex()
+                return
+            if self.proc is None or self.proc.poll() is not None:
+                raise RuntimeError(f"h{self.host}: serve exited: {self.log()}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"h{self.host}: serve not ready: {self.log()}")
+            time.sleep(0.02)
+
+    def log(self) -> str:
+        path = self.base / f"h{self.host}" / "serve.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc is not None:
+            self.lab.stop(self.proc, sig)
+            self.proc = None
+
+    def status(self) -> p.StatusOk | None:
+        local = control.read_state(self.data)
+        return asyncio.run(control.status(local)) if local is not None else None
+
+    def members(self) -> list[p.MemberInfo]:
+        """The node's membership table, or an error if its control endpoint does not answer."""
+        st = self.status()
+        if st is None:
+            raise AssertionError(f"h{self.host}: control endpoint does not answer: {self.log()}")
+        return list(st.members)
+
+    def alive_peers(self) -> list[str]:
+        """Node ids (hex) this node holds alive, as its control endpoint reports them."""
+        st = self.status()
+        if st is None:
+            return []
+        return sorted(m.node.hex() for m in st.members if m.state == "alive" and m.node)
+
+
+def wait_until(check: object, timeout: float, step: float = 0.02) -> float:
+    """Poll `check()` until true; returns the seconds it took. Fails after `timeout`."""
+    start = time.monotonic()
+    while not check():  # type: ignore[operator]
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"not true within {timeout} s")
+        time.sleep(step)
+    return time.monotonic() - start
+
+
+def cli_json(result: subprocess.CompletedProcess[str]) -> dict:  # type: ignore[type-arg]
+    assert result.returncode in (0, 1), result.stderr
+    return json.loads(result.stdout)

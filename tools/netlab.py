@@ -1,0 +1,277 @@
+#!/usr/bin/env python3
+"""A lab of N hosts on one machine: network namespaces on one bridge with no uplink.
+
+Each host is a network namespace with a veth `eth0` on a private bridge and an address in
+198.18.0.0/15 (RFC 2544's benchmarking range, never a real LAN's), and runs whatever you start
+in it, typically one `zwalk serve`. Nothing is routed anywhere: the bridge has no uplink and no
+address. Links can be made slow or lossy with tc (tbf, netem). Everything is removed on close,
+also when a test fails or the script is interrupted.
+
+As a library (tests/conftest.py's `lab` fixture uses it):
+
+    with Lab(4) as lab:
+        proc = lab.spawn(0, ["zwalk", "serve", ...])
+        lab.run(1, ["ip", "addr"])
+
+As a script (Linux, root):
+
+    python tools/netlab.py up 4 [--serve DIR]    # start a lab, print how to use it, wait
+    python tools/netlab.py down                  # remove any lab left behind by a crash
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ipaddress
+import os
+import secrets
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PREFIX = "zwl"  # every namespace, bridge and veth this tool makes starts with it
+SUBNET = ipaddress.IPv4Network("198.18.0.0/16")
+
+
+def ip(*args: str, ns: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+    cmd = ["ip", *(["-n", ns] if ns else []), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, check=check, timeout=30)
+
+
+def available() -> str | None:
+    """Why a lab cannot be built here, or None if it can."""
+    if sys.platform != "linux":
+        return "network namespaces need Linux"
+    if os.geteuid() != 0:
+        return "network namespaces need root"
+    try:
+        subprocess.run(["ip", "-V"], capture_output=True, check=True, timeout=10)
+        subprocess.run(["tc", "-V"], capture_output=True, check=True, timeout=10)
+    except (OSError, subprocess.CalledProcessError):
+        return "the ip and tc commands (iproute2) are needed"
+    return None
+
+
+@dataclass
+class Host:
+    index: int
+    ns: str
+    veth: str  # the bridge-side end; the host-side end is eth0 inside ns
+    address: str
+
+
+@dataclass
+class Lab:
+    n: int
+    lab_id: str = field(default_factory=lambda: secrets.token_hex(2))
+    hosts: list[Host] = field(default_factory=list)
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    @property
+    def bridge(self) -> str:
+        return f"{PREFIX}{self.lab_id}br"
+
+    def __enter__(self) -> Lab:
+        try:
+            self.up()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def up(self) -> None:
+        if not 1 <= self.n <= 250:
+            raise ValueError("a lab has 1 to 250 hosts")
+        # Every host must see every mDNS packet; IGMP snooping would filter multicast.
+        ip("link", "add", self.bridge, "type", "bridge", "mcast_snooping", "0")
+        ip("link", "set", self.bridge, "up")
+        third = int(self.lab_id, 16) % 256
+        for i in range(self.n):
+            ns = f"{PREFIX}{self.lab_id}h{i}"
+            veth = f"{PREFIX}{self.lab_id}v{i}"
+            addr = str(SUBNET.network_address + third * 256 + i + 1)
+            ip("netns", "add", ns)
+            self.hosts.append(Host(i, ns, veth, addr))
+            ip("link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns)
+            ip("link", "set", veth, "master", self.bridge, "up")
+            ip("addr", "add", f"{addr}/16", "dev", "eth0", ns=ns)
+            ip("link", "set", "eth0", "up", ns=ns)
+            ip("link", "set", "lo", "up", ns=ns)
+        self._wait_links_up()
+
+    def _wait_links_up(self, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        for h in self.hosts:
+            while "state UP" not in ip("link", "show", "eth0", ns=h.ns).stdout:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{h.ns}: eth0 did not come up")
+                time.sleep(0.02)
+
+    # --- using hosts ----------------------------------------------------------------------
+    def exec_prefix(self, host: int) -> list[str]:
+        return ["ip", "netns", "exec", self.hosts[host].ns]
+
+    def spawn(self, host: int, cmd: Sequence[str], **kw: object) -> subprocess.Popen[bytes]:
+        """Start a process on a host; it is stopped when the lab closes."""
+        proc = subprocess.Popen([*self.exec_prefix(host), *cmd], **kw)  # type: ignore[call-overload]
+        self.procs.append(proc)
+        return proc
+
+    def run(
+        self, host: int, cmd: Sequence[str], timeout: float = 60, **kw: object
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*self.exec_prefix(host), *cmd],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            **kw,
+        )  # type: ignore[call-overload]
+
+    def shape(
+        self,
+        host: int,
+        *,
+        rate: str | None = None,
+        delay: str | None = None,
+        loss: str | None = None,
+    ) -> None:
+        """Make a host's outgoing link slow or lossy: rate ('200mbit') with tbf; delay ('5ms')
+        and loss ('1%') with netem, which some kernels lack (then this raises, saying so).
+        Shaping eth0 inside the namespace limits what the host sends."""
+        if delay or loss:
+            args = ["netem"]
+            args += ["delay", delay] if delay else []
+            args += ["loss", loss] if loss else []
+            args += ["rate", rate] if rate else []
+        elif rate:
+            args = ["tbf", "rate", rate, "burst", "64kb", "latency", "50ms"]
+        else:
+            raise ValueError("shape needs rate, delay or loss")
+        r = subprocess.run(
+            [*self.exec_prefix(host), "tc", "qdisc", "replace", "dev", "eth0", "root", *args],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        if r.returncode != 0:
+            missing = args[0] == "netem" and "unknown" in r.stderr
+            hint = " (this kernel has no netem: sch_netem is missing)" if missing else ""
+            raise RuntimeError(f"tc {' '.join(args)} failed on h{host}: {r.stderr.strip()}{hint}")
+
+    def stop(
+        self, proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 5.0
+    ) -> None:
+        if proc.poll() is None:
+            proc.send_signal(sig)
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=timeout)
+
+    def close(self) -> None:
+        for proc in self.procs:
+            with contextlib.suppress(Exception):
+                self.stop(proc)
+        self.procs.clear()
+        for h in self.hosts:
+            ip("link", "del", h.veth, check=False)  # at once; a namespace's own cleanup lags
+            ip("netns", "del", h.ns, check=False)
+        self.hosts.clear()
+        ip("link", "del", self.bridge, check=False)
+
+
+def remove_leftovers() -> list[str]:
+    """Delete every namespace and link this tool could have made (after a crash)."""
+    removed = []
+    for line in ip("netns", "list", check=False).stdout.splitlines():
+        name = line.split()[0] if line.strip() else ""
+        if name.startswith(PREFIX):
+            ip("netns", "del", name, check=False)
+            removed.append(name)
+    for line in ip("-o", "link", "show", check=False).stdout.splitlines():
+        name = line.split(":")[1].strip().split("@")[0]
+        if name.startswith(PREFIX):
+            ip("link", "del", name, check=False)
+            removed.append(name)
+    return removed
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    up = sub.add_parser("up", help="start a lab and keep it until Ctrl-C")
+    up.add_argument("hosts", type=int)
+    up.add_argument(
+        "--serve",
+        type=Path,
+        help="run `zwalk serve` on every host, sharing DIR/h<i> (created, with a sample file) ",
+    )
+    up.add_argument("--rate", help="cap every host's link, e.g. 200mbit")
+    up.add_argument("--delay", help="add latency to every host's link, e.g. 2ms")
+    sub.add_parser("down", help="remove anything a crashed lab left behind")
+    args = parser.parse_args(argv)
+    why = available()
+    if why:
+        print(f"netlab: {why}", file=sys.stderr)
+        return 2
+    if args.cmd == "down":
+        removed = remove_leftovers()
+        print("removed: " + (", ".join(removed) or "nothing"))
+        return 0
+    with Lab(args.hosts) as lab:
+        signal.signal(signal.SIGTERM, _interrupt)
+        for h in lab.hosts:
+            if args.rate or args.delay:
+                lab.shape(h.index, rate=args.rate, delay=args.delay)
+            if args.serve:
+                share = args.serve / f"h{h.index}"
+                share.mkdir(parents=True, exist_ok=True)
+                (share / f"hello-from-h{h.index}.txt").write_text(f"host {h.index}\n")
+                lab.spawn(
+                    h.index,
+                    [
+                        sys.executable,
+                        "-m",
+                        "zwalk",
+                        "serve",
+                        str(share),
+                        "--interface",
+                        h.address,
+                        "--port",
+                        "0",
+                        "--name",
+                        f"h{h.index}",
+                        "--data-dir",
+                        str(share / ".zwalk"),
+                    ],
+                )
+            print(f"h{h.index}  {h.address:<15}  {shlex.join(lab.exec_prefix(h.index))} ...")
+        print(f"lab {lab.lab_id} up with {len(lab.hosts)} hosts; Ctrl-C removes it")
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
+    print("lab removed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,122 @@
+# The local control endpoint: how `zwalk peers` and `find` use a running `serve` node.
+#
+# The node writes node.json (owner-only) in its data dir with its pid, endpoints, the control
+# endpoint and a random token. The control endpoint is a ZeroMQ ipc socket inside the data dir
+# where ipc exists and the path is short enough, otherwise a loopback TCP port; either way a
+# request must carry the token, which only a process that can read node.json (the same user) has.
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import zmq
+import zmq.asyncio
+
+from zwalk import protocol as p
+
+STATE_FILE = "node.json"
+CONTROL_DIR = "control"  # owner-only folder holding the ipc socket
+SOCKET_FILE = "control.ipc"
+MAX_IPC_PATH = 100  # sun_path holds 104-108 bytes depending on the platform
+
+
+@dataclass(frozen=True, slots=True)
+class LocalNode:
+    """What node.json says about a running node."""
+
+    pid: int
+    node: bytes
+    name: str
+    endpoints: list[str]
+    control: str
+    token: bytes
+
+
+def socket_path(data_dir: Path) -> Path:
+    return (data_dir / CONTROL_DIR / SOCKET_FILE).absolute()
+
+
+def control_endpoint(data_dir: Path) -> str | None:
+    """The ipc endpoint to bind, or None when ipc is not usable here (then: loopback TCP).
+
+    Creates the socket's folder owner-only: only the same user can reach the socket."""
+    path = socket_path(data_dir)
+    if not zmq.has("ipc") or len(str(path).encode()) > MAX_IPC_PATH:
+        return None
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(path.parent, 0o700)  # our own folder: also if an older run left it wider
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()  # a crashed run's leftover
+    return f"ipc://{path}"
+
+
+def write_state(data_dir: Path, state: dict[str, Any]) -> None:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / STATE_FILE
+    tmp = path.with_name(f"{STATE_FILE}.{os.getpid()}.tmp")
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()  # O_EXCL below: a leftover must not keep wider permissions
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # the token is in it
+    with os.fdopen(fd, "w") as f:
+        json.dump(state, f, indent=2)
+    os.replace(tmp, path)
+
+
+def remove_state(data_dir: Path) -> None:
+    with contextlib.suppress(OSError):
+        (data_dir / STATE_FILE).unlink()
+    with contextlib.suppress(OSError):
+        socket_path(data_dir).unlink()
+
+
+def _pid_alive(pid: int) -> bool:
+    if sys.platform == "win32":
+        return True  # no cheap check; a dead node simply does not answer
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def read_state(data_dir: Path) -> LocalNode | None:
+    """The running node for this data dir, if node.json names a live process."""
+    try:
+        raw = json.loads((data_dir / STATE_FILE).read_text())
+        local = LocalNode(
+            pid=int(raw["pid"]),
+            node=bytes.fromhex(raw["node"]),
+            name=str(raw["name"]),
+            endpoints=[str(e) for e in raw["endpoints"]],
+            control=str(raw["control"]),
+            token=bytes.fromhex(raw["token"]),
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return local if _pid_alive(local.pid) else None
+
+
+async def status(local: LocalNode, timeout: float = 2.0) -> p.StatusOk | None:
+    """Ask the running node for its state; None if it does not answer in time."""
+    ctx = zmq.asyncio.Context.instance()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.MAXMSGSIZE, p.MAX_FRAME)
+    try:
+        sock.connect(local.control)
+        await sock.send_multipart(p.encode(p.Status(req=1, token=local.token)))
+        if not await sock.poll(int(timeout * 1000)):
+            return None
+        reply = p.decode(await sock.recv_multipart())
+    except (zmq.ZMQError, p.ProtocolError):
+        return None
+    finally:
+        sock.close(linger=0)
+    return reply if isinstance(reply, p.StatusOk) else None
