@@ -35,6 +35,18 @@ def _isolate_network() -> str:
 NETWORK = _isolate_network()
 
 
+def _isolate_user_dirs() -> None:
+    """zwalk commands run by tests must never find the developer's own node or config."""
+    import tempfile
+
+    home = tempfile.mkdtemp(prefix="zwalk-test-home-")
+    for var in ("XDG_DATA_HOME", "XDG_CONFIG_HOME", "XDG_CACHE_HOME"):
+        os.environ[var] = os.path.join(home, var.lower())
+
+
+_isolate_user_dirs()
+
+
 def pytest_report_header() -> str:
     return f"zwalk network: {NETWORK}"
 

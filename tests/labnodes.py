@@ -36,6 +36,7 @@ class LabNode:
     proc: subprocess.Popen[bytes] | None = None
     node: str = ""
     files: dict[str, bytes] = field(default_factory=dict)
+    _interface_args: list[str] | None = None
 
     @property
     def address(self) -> str:
@@ -64,11 +65,16 @@ class LabNode:
         ]
         return self.lab.run(self.host, cmd, timeout=timeout, cwd=self.base / f"h{self.host}")
 
+    def start_with(self, interface_args: list[str]) -> LabNode:
+        """Start with other interface arguments than the host's LAN address."""
+        self._interface_args = interface_args
+        return self.start()
+
     def start(self, wait: bool = True) -> LabNode:
         self.share.mkdir(parents=True, exist_ok=True)
         for name, data in self.files.items():
             (self.share / name).write_bytes(data)
-        log = (self.base / f"h{self.host}" / "serve.log").open("ab")
+        log = (self.base / f"h{self.host}" / "serve.log").open("ab")  # the child keeps a copy
         self.proc = self.lab.spawn(
             self.host,
             [
@@ -81,14 +87,14 @@ class LabNode:
                 f"h{self.host}",
                 "--port",
                 "0",
-                "--interface",
-                self.address,
+                *(self._interface_args or ["--interface", self.address]),
                 "--data-dir",
                 str(self.data),
             ],
             stdout=subprocess.DEVNULL,
             stderr=log,
         )
+        log.close()
         if wait:
             self.wait_ready()
         return self

@@ -60,9 +60,10 @@ def start_serve(base: Path, name: str, files: dict[str, bytes], *extra: str) -> 
             *extra,
         ),
         stdout=subprocess.DEVNULL,
-        stderr=log.open("wb"),
+        stderr=(handle := log.open("wb")),
         cwd=base,
     )
+    handle.close()  # the child has its own
     state = data / "node.json"
     deadline = time.monotonic() + 30
     while not state.exists():
@@ -70,6 +71,7 @@ def start_serve(base: Path, name: str, files: dict[str, bytes], *extra: str) -> 
             raise RuntimeError(f"serve exited with {proc.returncode}: {log.read_text()}")
         if time.monotonic() > deadline:
             proc.kill()
+            proc.wait(timeout=10)
             raise RuntimeError(f"serve did not start: {log.read_text()}")
         time.sleep(0.02)
     st = json.loads(state.read_text())

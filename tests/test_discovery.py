@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -87,3 +88,44 @@ def test_two_nodes_on_one_host_see_each_other_over_loopback(
     row = view(a)["peers"][0]
     assert row["addresses"] == ["127.0.0.1"] and row["port"] == int(b.endpoint.rsplit(":")[1])
     assert {x["how"] for x in row["learned"]} & {"mdns", "inbound"}
+
+
+ASK_LAN = """
+import socket, sys, time
+from zeroconf import DNSIncoming, DNSOutgoing, DNSQuestion, const
+out = DNSOutgoing(const._FLAGS_QR_QUERY)
+out.add_question(DNSQuestion("_zwalk._tcp.local.", const._TYPE_PTR, const._CLASS_IN))
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(sys.argv[1]))
+s.settimeout(0.2)
+names = set()
+for _ in range(3):  # a few asks, past mDNS answer rate limits
+    s.sendto(out.packets()[0], ("224.0.0.251", 5353))
+    end = time.monotonic() + 1.2
+    while time.monotonic() < end:
+        try:
+            data, addr = s.recvfrom(9000)
+        except TimeoutError:
+            continue
+        names.update(r.name for r in DNSIncoming(data).answers())
+print("\\n".join(sorted(names)))
+"""
+
+
+def test_a_node_kept_to_loopback_does_not_answer_the_lan(
+    lab: Callable[[int], Lab], base: Path
+) -> None:
+    # Host 0 runs one node on its LAN address and one kept to 127.0.0.1. The first joins the
+    # mDNS group on eth0, so without care the second's socket (0.0.0.0:5353) would get the LAN's
+    # queries too, and answer them on the LAN. An mDNS query from host 1 must hear only the first.
+    net = lab(2)
+    on_lan = LabNode(net, 0, base, files={"a": b"a"}).start()
+    kept = LabNode(net, 0, base / "kept", files={"b": b"b"}).start_with(
+        ["--interface", "127.0.0.1"]
+    )
+    r = net.run(1, [sys.executable, "-c", ASK_LAN, net.hosts[1].address], timeout=30)
+    assert r.returncode == 0, r.stderr
+    heard = r.stdout
+    assert f"zwalk-{on_lan.node}" in heard  # the query works
+    assert kept.node not in heard
+    assert kept.alive_peers() == []

@@ -103,7 +103,9 @@ def test_unchanged_tree_is_not_rehashed(tmp_path: Path, monkeypatch: pytest.Monk
     calls: list[Path] = []
     real = ix.hash_file
 
-    def counting(path: Path, chunk_size: int, size: int) -> tuple[bytes, bytes]:
+    def counting(
+        path: Path, chunk_size: int, size: int, stop: object = None
+    ) -> tuple[bytes, bytes]:
         calls.append(path)
         return real(path, chunk_size, size)
 
@@ -146,3 +148,13 @@ def test_undecodable_file_names_are_skipped_not_fatal(tmp_path: Path) -> None:
     assert [e.name for e in index.entries] == ["fine.txt"]
     assert "cannot be shared" in index.skipped[0][1]
     assert ix.load_cache(cache)
+
+
+def test_a_scan_stops_when_asked(tmp_path: Path) -> None:
+    import threading
+
+    (tmp_path / "a").write_bytes(b"x" * CS * 3)
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(ix.Stopped):
+        ix.scan([tmp_path], chunk_size=CS, stop=stop)

@@ -166,12 +166,13 @@ def test_a_restart_reported_at_our_own_endpoint_does_not_break_the_table() -> No
     assert t.by_endpoint == {}
 
 
-def test_the_table_is_bounded_for_second_hand_peers() -> None:
+def test_the_table_is_bounded_but_named_peers_still_get_in() -> None:
     t = Membership(ME, max_members=3)
     for i in range(5):
         t.on_discovered(bytes([i + 1]) * 16, Endpoint("10.0.1.1", 100 + i), Source.GOSSIP, "", 0)
     assert len(t.by_endpoint) == 3
-    assert t.on_discovered(B, EB, Source.MDNS, "eth0", 0) == [Connect(EB)]  # first-hand: yes
+    assert t.on_discovered(B, EB, Source.MDNS, "eth0", 0) == []  # a flood of announcements
+    assert t.add_static([EB], 0) == [Connect(EB)]  # the user's own choice always gets in
 
 
 def test_long_details_are_trimmed() -> None:

@@ -62,7 +62,87 @@ def file_infos(draw: st.DrawFn) -> p.FileInfo:
     )
 
 
+walk_paths = st.lists(ids, min_size=0, max_size=5)
+
+
+@st.composite
+def walks(draw: st.DrawFn) -> p.Walk:
+    origin = draw(peer_refs)
+    return p.Walk(
+        req=draw(reqs),
+        qid=draw(ids),
+        walker=draw(st.integers(0, p.MAX_WALKERS - 1)),
+        hops=draw(st.integers(0, p.MAX_TTL)),
+        path=(origin.node, *draw(walk_paths)),
+        strategy=draw(st.sampled_from(list(p.WalkStrategy))),
+        ttl=draw(st.integers(0, p.MAX_TTL)),
+        check_every=draw(st.integers(0, 8)),
+        origin=origin,
+        kind=p.QueryKind.GLOB,
+        pattern=draw(names),
+        icase=draw(st.booleans()),
+        stop_on_hit=draw(st.booleans()),
+    )
+
+
+walk_state = {
+    "qid": ids,
+    "walker": st.integers(0, p.MAX_WALKERS - 1),
+    "hops": st.integers(0, p.MAX_TTL),
+    "path": st.lists(ids, min_size=1, max_size=5).map(tuple),
+}
+
+holders = st.builds(p.Holder, node=ids, name=texts, host=hosts, port=ports, path=paths)
+found_files = st.builds(
+    p.FoundFile,
+    name=names,
+    size=sizes,
+    cid=hashes,
+    holders=st.lists(holders, max_size=3).map(tuple),
+)
+trace_hops = st.builds(
+    p.TraceHop,
+    node=st.none() | ids,
+    name=texts,
+    latency_us=st.integers(0, 10**9),
+    verdict=st.sampled_from(["hit", "miss"]),
+    hits=st.integers(0, 5),
+)
+
 messages = st.one_of(
+    st.builds(
+        p.Find,
+        req=reqs,
+        token=st.binary(min_size=16, max_size=16),
+        kind=st.just(p.QueryKind.NAME),
+        pattern=names,
+        icase=st.booleans(),
+        strategy=st.sampled_from(list(p.SearchStrategy)),
+        walkers=st.integers(1, 64),
+        initial=st.integers(1, 64),
+        ttl=st.integers(1, p.MAX_TTL),
+        check_every=st.integers(0, 8),
+        timeout_ms=st.integers(1, 60_000),
+        want=st.integers(1, p.MAX_HITS),
+    ),
+    st.builds(
+        p.FindOk,
+        req=reqs,
+        found=st.lists(found_files, max_size=3).map(tuple),
+        messages=st.integers(0, 1000),
+        hops=st.integers(0, 1000),
+        first_hit_hops=st.none() | st.integers(0, 100),
+        visited=st.integers(0, 100),
+        known=st.integers(0, 100),
+        elapsed_us=st.integers(0, 10**9),
+        trace=st.lists(trace_hops, max_size=3).map(tuple),
+    ),
+    walks(),
+    st.builds(p.WalkOk, req=reqs),
+    st.builds(p.WalkHits, req=reqs, hits=st.lists(hits, max_size=3).map(tuple), **walk_state),
+    st.builds(p.WalkCheck, req=reqs, **walk_state),
+    st.builds(p.WalkGo, req=reqs, go=st.booleans(), avoid=st.lists(ids, max_size=4).map(tuple)),
+    st.builds(p.WalkEnd, req=reqs, reason=st.sampled_from(list(p.EndReason)), **walk_state),
     st.builds(p.Hello, req=reqs, node=ids, name=texts, port=st.integers(0, 65535), inc=incs),
     st.builds(
         p.HelloOk,
@@ -87,6 +167,7 @@ messages = st.one_of(
         files=st.integers(0, 10**6),
         bytes=st.integers(0, 2**40),
         members=st.lists(members, max_size=3).map(tuple),
+        sent=st.integers(0, 10**9),
     ),
     st.builds(
         p.Search,
@@ -143,6 +224,14 @@ def test_all_message_types_are_covered() -> None:
     covered = {
         "ping",
         "pong",
+        "walk",
+        "walk-ok",
+        "walk-hits",
+        "walk-check",
+        "walk-go",
+        "walk-end",
+        "find",
+        "find-ok",
         "bye",
         "status",
         "status-ok",

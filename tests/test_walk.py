@@ -89,3 +89,139 @@ def test_want_many_collects_holders_and_dedups_by_content_id() -> None:
     ranked = s.ranked()
     assert [f.cid for f in ranked] == [CID_A, CID_B]  # more holders first
     assert set(ranked[0].holders) == {"a", "b"}
+
+
+# --- k-walker random walk and flooding --------------------------------------------------------
+
+from zwalk.walk import (  # noqa: E402
+    CheckBack,
+    Ended,
+    EndReason,
+    FloodSearch,
+    Forward,
+    KWalkSearch,
+    Relay,
+    Strategy,
+    Walk,
+)
+
+QID = b"q" * 16
+
+
+def kwalk(me: str = "s", nbrs: tuple[str, ...] = ("a", "b", "c"), **kw: object) -> KWalkSearch[str]:
+    opts: dict[str, object] = {"qid": QID, "rng": random.Random(3), "now": 0.0, "deadline": 10.0}
+    opts.update(kw)
+    return KWalkSearch(me, nbrs, **opts)  # type: ignore[arg-type]
+
+
+def test_walkers_leave_on_distinct_neighbours() -> None:
+    s = kwalk(nbrs=("a", "b", "c", "d"), walkers=3)
+    first = s.start(0)
+    assert len(first) == 3 and len({f.to for f in first}) == 3
+    assert all(f.walk.hops == 1 and f.walk.path == ("s", f.to) for f in first)
+    assert {f.walk.walker for f in first} == {0, 1, 2}
+
+
+def test_relay_forwards_to_an_unvisited_neighbour_and_remembers() -> None:
+    relay: Relay[str] = Relay("a")
+    w: Walk[str] = Walk(QID, Strategy.KWALK, 0, 10, 1, ("s", "a"), check_every=4)
+    assert relay.arrive(w) is True
+    assert relay.arrive(w) is False  # the node remembers the query
+    rng = random.Random(0)
+    seen = set()
+    for _ in range(3):
+        [step] = relay.next_step(w, ["s", "b", "c", "d"], rng)
+        assert isinstance(step, Forward) and step.to in {"b", "c", "d"}
+        seen.add(step.to)
+        assert step.walk.path == ("s", "a", step.to) and step.walk.ttl == 9
+    # Walkers passing through the same node spread out: all three neighbours got one.
+    assert seen == {"b", "c", "d"}
+
+
+def test_ttl_check_back_and_dead_end() -> None:
+    relay: Relay[str] = Relay("x")
+    rng = random.Random(0)
+    spent: Walk[str] = Walk(QID, Strategy.KWALK, 0, 0, 9, ("s", "x"), check_every=4)
+    assert relay.next_step(spent, ["y"], rng) == [Ended(spent, EndReason.TTL)]
+    due: Walk[str] = Walk(QID, Strategy.KWALK, 0, 5, 4, ("s", "a", "b", "x"), check_every=4)
+    assert relay.next_step(due, ["y"], rng) == [CheckBack(due)]
+    [fwd] = relay.next_step(due, ["y"], rng, checked=True)
+    assert isinstance(fwd, Forward) and fwd.to == "y"
+    stuck: Walk[str] = Walk(QID, Strategy.KWALK, 0, 5, 3, ("s", "a", "x"), check_every=4)
+    assert relay.next_step(stuck, ["s", "a"], rng) == [Ended(stuck, EndReason.DEAD_END)]
+
+
+def test_flood_forwards_to_all_but_the_sender_and_drops_duplicates() -> None:
+    relay: Relay[str] = Relay("x")
+    w: Walk[str] = Walk(QID, Strategy.FLOOD, 0, 2, 1, ("s",))
+    first = relay.arrive(w)
+    out = relay.next_step(w, ["s", "a", "b"], random.Random(0), sender="s", first=first)
+    assert sorted(f.to for f in out) == ["a", "b"]  # type: ignore[union-attr]
+    assert all(f.walk.ttl == 1 for f in out)  # type: ignore[union-attr]
+    again = relay.arrive(w)
+    assert relay.next_step(w, ["s", "a"], random.Random(0), sender="a", first=again) == []
+    last: Walk[str] = Walk(b"other" * 4, Strategy.FLOOD, 0, 0, 3, ("s",))
+    assert relay.next_step(last, ["a"], random.Random(0), first=relay.arrive(last)) == []
+
+
+def test_searcher_checks_back_stops_when_satisfied_and_dedups_by_content_id() -> None:
+    s = kwalk(walkers=2, want=1)
+    a, b = s.start(0)
+    assert s.on_check(a.walk, a.to, 1.0)[0] is True
+    h = p.Hit(name="f.iso", path="share/f.iso", size=1, cid=CID_A)
+    s.on_hits(b.walk, b.to, [h], 1.5)
+    s.on_hits(a.walk, a.to, [h], 1.6)  # the same content elsewhere: one hit, two holders
+    assert len(s.found) == 1 and set(s.found[CID_A].holders) == {a.to, b.to}
+    assert s.on_check(a.walk, a.to, 2.0) == (False, [])
+    assert s.done(2.0) and s.first_hit_hops == 1
+
+
+def test_adaptive_walkers_double_while_nothing_is_found() -> None:
+    s = kwalk(nbrs=tuple("abcdefghij"), walkers=8, initial=2)
+    first = s.start(0)
+    assert len(first) == 2
+    go, more = s.on_check(first[0].walk, first[0].to, 1.0)
+    assert go and len(more) == 2  # doubled to 4
+    _, more2 = s.on_check(first[1].walk, first[1].to, 1.1)
+    assert len(more2) == 4  # doubled to 8
+    assert s.on_check(first[1].walk, first[1].to, 1.2)[1] == []  # at the maximum
+    assert len({f.to for f in first + more + more2}) == 8
+
+
+def test_not_found_ends_when_every_walker_ended_with_full_coverage() -> None:
+    s = kwalk(nbrs=("a", "b"), walkers=2, known=3)
+    a, b = s.start(0)
+    wa = Walk(QID, Strategy.KWALK, a.walk.walker, 5, 3, ("s", "a", "c", "b"), 4)
+    wb = Walk(QID, Strategy.KWALK, b.walk.walker, 5, 2, ("s", "b", "c"), 4)
+    assert s.on_end(wa, "b", EndReason.DEAD_END, 1.0) == []
+    assert not s.done(1.0)
+    s.on_end(wb, "c", EndReason.DEAD_END, 1.1)
+    assert s.done(1.1) and not s.found
+    assert s.coverage == 1.0 and s.visited == {"a", "b", "c"}
+    assert s.messages == 3 + 2  # each walker's hops
+
+
+def test_a_lost_first_hop_is_replaced_elsewhere_and_the_deadline_ends_all() -> None:
+    s = kwalk(nbrs=("a", "b", "c"), walkers=1)
+    [f] = s.start(0)
+    [again] = s.on_lost(f.walk.walker, f.to, 0.5)
+    assert again.to != f.to and again.walk.walker != f.walk.walker
+    assert s.on_lost(f.walk.walker, f.to, 0.6) == []  # reported twice: nothing more
+    assert s.active == {again.walk.walker}
+    assert not s.done(9.9)
+    assert s.done(10.0)
+
+
+def test_flood_searcher_counts_its_first_copies() -> None:
+    s: FloodSearch[str] = FloodSearch("s", ["a", "b", "s"], qid=QID, now=0, deadline=5, ttl=2)
+    out = s.start(0)
+    assert sorted(f.to for f in out) == ["a", "b"] and s.messages == 2
+    assert not s.done(1) and s.done(1, quiet=True)
+
+
+def test_no_more_walkers_once_everything_known_was_visited() -> None:
+    s = kwalk(nbrs=("a", "b", "c"), walkers=16, initial=1)
+    [f] = s.start(0)
+    w = Walk(QID, Strategy.KWALK, f.walk.walker, 60, 3, ("s", "a", "b", "c"), 4)
+    assert s.on_end(w, "c", EndReason.DEAD_END, 0.1) == []  # all 3 visited: no widening
+    assert s.done(0.1) and s.coverage == 1.0 and s.launched == 1

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
+import ctypes.util
 import ipaddress
 import os
 import secrets
@@ -35,7 +37,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-PREFIX = "zwl"  # every namespace, bridge and veth this tool makes starts with it
+PREFIX = "zwl"
+PR_SET_PDEATHSIG = 1  # every namespace, bridge and veth this tool makes starts with it
 SUBNET = ipaddress.IPv4Network("198.18.0.0/16")
 
 
@@ -121,8 +124,11 @@ class Lab:
         return ["ip", "netns", "exec", self.hosts[host].ns]
 
     def spawn(self, host: int, cmd: Sequence[str], **kw: object) -> subprocess.Popen[bytes]:
-        """Start a process on a host; it is stopped when the lab closes."""
-        proc = subprocess.Popen([*self.exec_prefix(host), *cmd], **kw)  # type: ignore[call-overload]
+        """Start a process on a host; it is stopped when the lab closes, and gets SIGTERM if
+        the process that made the lab dies without closing it."""
+        proc = subprocess.Popen(  # type: ignore[call-overload]
+            [*self.exec_prefix(host), *cmd], preexec_fn=_die_with_parent, **kw
+        )
         self.procs.append(proc)
         return proc
 
@@ -186,6 +192,10 @@ class Lab:
             with contextlib.suppress(Exception):
                 self.stop(proc)
         self.procs.clear()
+        for h in self.hosts:  # anything else started in a host (ip netns exec by hand)
+            for pid in ip("netns", "pids", h.ns, check=False).stdout.split():
+                with contextlib.suppress(ProcessLookupError, ValueError):
+                    os.kill(int(pid), signal.SIGKILL)
         for h in self.hosts:
             ip("link", "del", h.veth, check=False)  # at once; a namespace's own cleanup lags
             ip("netns", "del", h.ns, check=False)
@@ -193,17 +203,35 @@ class Lab:
         ip("link", "del", self.bridge, check=False)
 
 
-def remove_leftovers() -> list[str]:
-    """Delete every namespace and link this tool could have made (after a crash)."""
+def _die_with_parent() -> None:
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def remove_leftovers(force: bool = False) -> list[str]:
+    """Delete the namespaces and links this tool made that nothing runs in any more (after a
+    crash); with force, also those that still run processes, which are killed first."""
     removed = []
     for line in ip("netns", "list", check=False).stdout.splitlines():
         name = line.split()[0] if line.strip() else ""
-        if name.startswith(PREFIX):
-            ip("netns", "del", name, check=False)
-            removed.append(name)
+        if not name.startswith(PREFIX):
+            continue
+        pids = ip("netns", "pids", name, check=False).stdout.split()
+        if pids and not force:
+            continue  # a lab still in use (perhaps someone else's)
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(pid), signal.SIGKILL)
+        ip("netns", "del", name, check=False)
+        removed.append(name)
+    live = {
+        n.split()[0][len(PREFIX) : len(PREFIX) + 4]
+        for n in ip("netns", "list", check=False).stdout.splitlines()
+        if n.startswith(PREFIX)
+    }
     for line in ip("-o", "link", "show", check=False).stdout.splitlines():
         name = line.split(":")[1].strip().split("@")[0]
-        if name.startswith(PREFIX):
+        if name.startswith(PREFIX) and name[len(PREFIX) : len(PREFIX) + 4] not in live:
             ip("link", "del", name, check=False)
             removed.append(name)
     return removed
@@ -225,18 +253,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     up.add_argument("--rate", help="cap every host's link, e.g. 200mbit")
     up.add_argument("--delay", help="add latency to every host's link, e.g. 2ms")
-    sub.add_parser("down", help="remove anything a crashed lab left behind")
+    down = sub.add_parser("down", help="remove what a crashed lab left behind")
+    down.add_argument(
+        "--force", action="store_true", help="also labs that still run processes (they are killed)"
+    )
     args = parser.parse_args(argv)
     why = available()
     if why:
         print(f"netlab: {why}", file=sys.stderr)
         return 2
     if args.cmd == "down":
-        removed = remove_leftovers()
+        removed = remove_leftovers(force=args.force)
         print("removed: " + (", ".join(removed) or "nothing"))
         return 0
+    signal.signal(signal.SIGTERM, _interrupt)
     with Lab(args.hosts) as lab:
-        signal.signal(signal.SIGTERM, _interrupt)
         for h in lab.hosts:
             if args.rate or args.delay:
                 lab.shape(h.index, rate=args.rate, delay=args.delay)

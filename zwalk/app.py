@@ -6,7 +6,7 @@ import contextlib
 import logging
 import signal
 import sys
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
@@ -87,15 +87,23 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
         raise first_error(eg) from None
 
 
-async def until_signalled() -> None:
-    """Wait for SIGINT or SIGTERM (Ctrl-C on Windows arrives as KeyboardInterrupt instead)."""
+@contextlib.contextmanager
+def signals(extra: Callable[[], None] | None = None) -> Iterator[asyncio.Event]:
+    """An event set by SIGINT or SIGTERM while the block runs (Ctrl-C on Windows arrives as
+    KeyboardInterrupt instead); `extra` is called on each signal too."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
+
+    def handler() -> None:
+        stop.set()
+        if extra is not None:
+            extra()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, handler)
     try:
-        await stop.wait()
+        yield stop
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):

@@ -41,7 +41,11 @@ def parse_endpoint(text: str) -> Endpoint:
         raise ConfigError(f"not a HOST:PORT peer address: {text!r}")
     if ":" in host:
         raise ConfigError(f"IPv6 peers are not supported yet: {text!r}")
-    if len(host.encode()) > 253 or not all(c.isalnum() or c in ".-_" for c in host):
+    labels = host.split(".")
+    if len(host.encode()) > 253 or not all(
+        label and label[0].isalnum() and all(c.isalnum() or c in "-_" for c in label)
+        for label in labels
+    ):
         raise ConfigError(f"not a host name or IPv4 address: {host!r}")
     return Endpoint(host, int(port_s))
 
@@ -65,6 +69,11 @@ class Config:
     ping_timeout: float = 1.0
     max_missed_pings: int = 3
     discovery_wait: float = 1.0
+    strategy: str = "kwalk"
+    walkers: int = 16
+    initial_walkers: int = 1
+    ttl: int = 0  # 0: the strategy's own default
+    check_every: int = 8
 
     def with_overrides(self, **changes: Any) -> Config:
         """Flags win over the file; None means the flag was not given."""
@@ -90,7 +99,8 @@ def check_interface(value: str) -> str:
     if not value:
         raise ConfigError("empty interface")
     try:
-        ipaddress.IPv4Address(value)
+        if ipaddress.IPv4Address(value).is_unspecified:
+            raise ConfigError("0.0.0.0 is not an interface: name one, or leave --interface out")
     except ValueError:
         if any(c in value for c in ":/ "):
             raise ConfigError(f"not an IPv4 address or interface name: {value!r}") from None
@@ -124,7 +134,15 @@ def load(path: Path | None, *, required: bool = False) -> Config:
         },
         "share": {"paths", "chunk_size", "rescan_interval", "downloads"},
         "peers": {"static"},
-        "find": {"timeout", "reply_timeout"},
+        "find": {
+            "timeout",
+            "reply_timeout",
+            "strategy",
+            "walkers",
+            "initial_walkers",
+            "ttl",
+            "check_every",
+        },
         "transfer": {"window", "chunk_timeout"},
     }
     for section in parser.sections():
@@ -179,6 +197,11 @@ def _apply(parser: configparser.ConfigParser, cfg: Config, path: Path) -> Config
             ch["find_timeout"] = s.getfloat("timeout")
         if "reply_timeout" in s:
             ch["reply_timeout"] = s.getfloat("reply_timeout")
+        if "strategy" in s:
+            ch["strategy"] = s["strategy"].strip()
+        for key in ("walkers", "initial_walkers", "ttl", "check_every"):
+            if key in s:
+                ch[key] = s.getint(key)
     if parser.has_section("transfer"):
         s = parser["transfer"]
         if "window" in s:
@@ -210,5 +233,12 @@ def validate(cfg: Config) -> None:
     _positive("node", "discovery_wait", cfg.discovery_wait)
     if not 1 <= cfg.max_missed_pings <= 100:
         raise ConfigError(f"[node] max_missed_pings must be 1..100, got {cfg.max_missed_pings}")
+    if cfg.strategy not in ("kwalk", "flood", "probe"):
+        raise ConfigError(f"[find] strategy must be kwalk, flood or probe, got {cfg.strategy!r}")
+    most = p.MAX_WALKERS // 2
+    if not 1 <= cfg.walkers <= most or not 1 <= cfg.initial_walkers <= most:
+        raise ConfigError(f"[find] walkers and initial_walkers must be 1..{most}")
+    if not 0 <= cfg.ttl <= p.MAX_TTL or not 0 <= cfg.check_every <= p.MAX_TTL:
+        raise ConfigError(f"[find] ttl and check_every must be 0..{p.MAX_TTL}")
     if not 1 <= cfg.window <= 256:
         raise ConfigError(f"[transfer] window must be 1..256, got {cfg.window}")

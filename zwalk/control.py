@@ -20,6 +20,7 @@ import zmq.asyncio
 from zwalk import protocol as p
 
 STATE_FILE = "node.json"
+LOCK_FILE = "serve.lock"
 CONTROL_DIR = "control"  # owner-only folder holding the ipc socket
 SOCKET_FILE = "control.ipc"
 MAX_IPC_PATH = 100  # sun_path holds 104-108 bytes depending on the platform
@@ -68,10 +69,51 @@ def write_state(data_dir: Path, state: dict[str, Any]) -> None:
 
 
 def remove_state(data_dir: Path) -> None:
+    """Remove node.json and the socket, if they are this process's (never another node's)."""
+    try:
+        pid = json.loads((data_dir / STATE_FILE).read_text()).get("pid")
+    except (OSError, ValueError, AttributeError):
+        pid = None
+    if pid != os.getpid():
+        return
     with contextlib.suppress(OSError):
         (data_dir / STATE_FILE).unlink()
     with contextlib.suppress(OSError):
         socket_path(data_dir).unlink()
+
+
+class DataDirLock:
+    """One serving node per data dir: a lock file held for the node's lifetime."""
+
+    def __init__(self, data_dir: Path) -> None:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.path = data_dir / LOCK_FILE
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            _lock(self._fd)
+        except OSError:
+            os.close(self._fd)
+            other = read_state(data_dir)
+            who = f" (pid {other.pid})" if other is not None else ""
+            raise OSError(
+                f"another zwalk serve is running with the data dir {data_dir}{who}: stop it, or "
+                "give this one its own --data-dir"
+            ) from None
+
+    def release(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self._fd)  # closing drops the lock
+
+
+def _lock(fd: int) -> None:
+    if sys.platform == "win32":
+        import msvcrt
+
+        msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+    else:
+        import fcntl
+
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -105,18 +147,23 @@ def read_state(data_dir: Path) -> LocalNode | None:
 
 async def status(local: LocalNode, timeout: float = 2.0) -> p.StatusOk | None:
     """Ask the running node for its state; None if it does not answer in time."""
+    reply = await request(local, p.Status(req=1, token=local.token), timeout)
+    return reply if isinstance(reply, p.StatusOk) else None
+
+
+async def request(local: LocalNode, msg: p.Message, timeout: float) -> p.Message | None:
+    """One request to the running node's control endpoint; None if it does not answer."""
     ctx = zmq.asyncio.Context.instance()
     sock = ctx.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.MAXMSGSIZE, p.MAX_FRAME)
     try:
         sock.connect(local.control)
-        await sock.send_multipart(p.encode(p.Status(req=1, token=local.token)))
+        await sock.send_multipart(p.encode(msg))
         if not await sock.poll(int(timeout * 1000)):
             return None
-        reply = p.decode(await sock.recv_multipart())
+        return p.decode(await sock.recv_multipart())
     except (zmq.ZMQError, p.ProtocolError):
         return None
     finally:
         sock.close(linger=0)
-    return reply if isinstance(reply, p.StatusOk) else None

@@ -7,8 +7,12 @@
 # caller always chooses the interfaces, zeroconf never picks them itself.
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import ipaddress
 import logging
 import socket
+import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -17,13 +21,14 @@ from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZerocon
 
 from zwalk import protocol as p
 from zwalk.config import Endpoint
-from zwalk.netif import interface_for
+from zwalk.netif import interface_for, ipv4_networks
 
 log = logging.getLogger(__name__)
 
 SERVICE_TYPE = "_zwalk._tcp.local."
 RESOLVE_TIMEOUT_MS = 1500
 MAX_TXT_VALUE = 200  # bytes; a TXT string holds at most 255 with its key
+IP_MULTICAST_ALL = getattr(socket, "IP_MULTICAST_ALL", 49)  # Linux only
 
 
 def instance_name(node: bytes) -> str:
@@ -55,6 +60,18 @@ class Discovery:
         self._browser: AsyncServiceBrowser | None = None
         self._info: AsyncServiceInfo | None = None
         self._nodes: dict[str, bytes] = {}  # instance name -> node id, to report removals
+        self._networks = [
+            iface.network for _, iface in ipv4_networks() if str(iface.ip) in addresses
+        ] or [ipaddress.IPv4Network(f"{a}/32") for a in addresses]
+
+    def allowed(self, addr: str) -> bool:
+        """Whether a peer address lies on one of the subnets we were given (or is one of our
+        own addresses): traffic from anywhere else is none of our business."""
+        try:
+            ip = ipaddress.IPv4Address(addr)
+        except ValueError:
+            return False
+        return any(ip in net for net in self._networks)
 
     async def start(self) -> None:
         """Open mDNS on the chosen addresses and start browsing.
@@ -66,6 +83,8 @@ class Discovery:
         self._azc = AsyncZeroconf(
             interfaces=self.addresses, ip_version=IPVersion.V4Only, unicast=self.browse_only
         )
+        await self._azc.zeroconf.async_wait_for_start()
+        restrict_to(self._azc.zeroconf, self.allowed)
         self._browser = AsyncServiceBrowser(
             self._azc.zeroconf, SERVICE_TYPE, handlers=[self._on_change]
         )
@@ -99,8 +118,8 @@ class Discovery:
             if self._browser is not None:
                 await self._browser.async_cancel()
             if self._info is not None:
-                # The first goodbye goes out at once; the repeats are not waited for.
-                await azc.async_unregister_service(self._info)
+                # Wait for the goodbyes to be sent: closing first would drop them.
+                await (await azc.async_unregister_service(self._info))
         finally:
             await azc.async_close()
 
@@ -121,16 +140,18 @@ class Discovery:
             self._spawn(self._resolve(name))
 
     async def _resolve(self, name: str) -> None:
+        # Anything on the LAN can announce anything: a bad record is logged and dropped here.
+        try:
+            await self._resolve_checked(name)
+        except Exception as e:
+            log.info("ignoring mDNS service %r: %s", name[:100], e)
+
+    async def _resolve_checked(self, name: str) -> None:
         azc = self._azc
         if azc is None:
             return
         info = AsyncServiceInfo(SERVICE_TYPE, name)
-        try:
-            ok = await info.async_request(azc.zeroconf, RESOLVE_TIMEOUT_MS)
-        except (TimeoutError, OSError) as e:
-            log.debug("cannot resolve %s: %s", name, e)
-            return
-        if not ok or not info.port:
+        if not await info.async_request(azc.zeroconf, RESOLVE_TIMEOUT_MS) or not info.port:
             log.debug("no SRV/TXT answer for %s", name)
             return
         props = info.decoded_properties
@@ -142,12 +163,50 @@ class Discovery:
         if len(node) != p.ID_BYTES:
             log.info("ignoring %s: no valid node id in its TXT record", name)
             return
-        addrs = info.parsed_addresses(IPVersion.V4Only)
+        addrs = [a for a in info.parsed_addresses(IPVersion.V4Only) if self.allowed(a)]
         if not addrs:
+            log.info("ignoring %s: no address on our interfaces", name)
             return
-        # Prefer an address on one of our own subnets: that is the one we can reach.
-        details = [(a, interface_for(a, self.addresses)) for a in addrs]
-        addr, detail = next(((a, d) for a, d in details if d), details[0])
+        addr = addrs[0]
+        detail = interface_for(addr, self.addresses)
         self._nodes[name] = node
         log.debug("mDNS: %s at %s:%d (%s)", node.hex()[:12], addr, info.port, detail or "?")
         self._on_found(node, Endpoint(addr, info.port), detail or addr, version)
+
+
+def restrict_to(zc: Zeroconf, allowed: Callable[[str], bool]) -> None:
+    """Keep a zeroconf instance to the interfaces it was given.
+
+    zeroconf listens on 0.0.0.0:5353. On Linux such a socket also gets multicast that other
+    programs joined on other interfaces (IP_MULTICAST_ALL), and unicast from anywhere; answering
+    those would send on interfaces we were never given. So: no foreign multicast, and datagrams
+    from outside our subnets are dropped before zeroconf sees them."""
+    engine = zc.engine
+    sock = getattr(engine, "_listen_socket", None)
+    if sock is not None and sys.platform == "linux":
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_IP, IP_MULTICAST_ALL, 0)
+    for reader in engine.readers:
+        transport = reader.transport
+        transport.set_protocol(_Filtered(transport.get_protocol(), allowed))
+
+
+class _Filtered(asyncio.DatagramProtocol):
+    """Passes on only datagrams from allowed sources (zeroconf's listener is not patchable)."""
+
+    def __init__(self, inner: Any, allowed: Callable[[str], bool]) -> None:
+        self.inner = inner
+        self.allowed = allowed
+
+    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        if self.allowed(addr[0]):
+            self.inner.datagram_received(data, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        self.inner.error_received(exc)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.inner.connection_made(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.inner.connection_lost(exc)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import stat
+import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,7 +88,9 @@ def chunk_size_for(size: int, preferred: int) -> int:
     return cs
 
 
-def hash_file(path: Path, chunk_size: int, size: int) -> tuple[bytes, bytes]:
+def hash_file(
+    path: Path, chunk_size: int, size: int, stop: threading.Event | None = None
+) -> tuple[bytes, bytes]:
     """(content id, concatenated chunk hashes) of the first `size` bytes, in one pass.
 
     Raises OSError if the file is shorter than `size` (it changed under us)."""
@@ -97,6 +100,8 @@ def hash_file(path: Path, chunk_size: int, size: int) -> tuple[bytes, bytes]:
     left = size
     with open(path, "rb", buffering=0) as f:
         while left > 0:
+            if stop is not None and stop.is_set():
+                raise Stopped
             want = min(chunk_size, left)
             n = _read_full(f, view[:want])
             if n != want:
@@ -188,14 +193,20 @@ def save_cache(cache_path: Path, entries: Iterable[FileEntry]) -> None:
     os.replace(tmp, cache_path)
 
 
+class Stopped(Exception):
+    """The scan was asked to stop (the node is leaving)."""
+
+
 def scan(
     roots: Iterable[Path],
     *,
     chunk_size: int,
     cache_path: Path | None = None,
     exclude: Iterable[Path] = (),
+    stop: threading.Event | None = None,
 ) -> Index:
-    """Walk the share folders and hash what changed since the cache was written."""
+    """Walk the share folders and hash what changed since the cache was written. Setting
+    `stop` ends the scan soon (between files, and between chunks of a big one)."""
     excluded = {Path(x).resolve() for x in exclude}
     cache = load_cache(cache_path)
     entries: list[FileEntry] = []
@@ -204,6 +215,8 @@ def scan(
     for root in roots:
         root = Path(root).resolve()
         for fp, st in _walk_files(root, excluded):
+            if stop is not None and stop.is_set():
+                raise Stopped
             fp = fp.absolute()
             if fp in seen:
                 continue
@@ -224,7 +237,7 @@ def scan(
                 cid, hashes = hit[3], hit[4]
             else:
                 try:
-                    cid, hashes = hash_file(fp, cs, st.st_size)
+                    cid, hashes = hash_file(fp, cs, st.st_size, stop)
                     changed = fp.stat().st_mtime_ns != st.st_mtime_ns
                 except OSError as e:
                     skipped.append((fp, e.strerror or str(e)))

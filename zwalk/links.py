@@ -66,8 +66,12 @@ class PeerLink:
         configure(self.sock)
         # Node id first (so the peer knows who talks), then a per-link suffix: two links from
         # one node to one peer (two addresses) must not collide on the peer's ROUTER.
-        self.sock.setsockopt(zmq.ROUTING_ID, node_id + os.urandom(4))
-        self.sock.connect(endpoint.zmq)
+        try:
+            self.sock.setsockopt(zmq.ROUTING_ID, node_id + os.urandom(4))
+            self.sock.connect(endpoint.zmq)
+        except zmq.ZMQError:
+            self.sock.close(linger=0)  # an open socket would keep the context from ending
+            raise
         self._pending: dict[int, asyncio.Future[p.Message]] = {}
         self.closed = False
 
@@ -84,10 +88,10 @@ class PeerLink:
         """Send without waiting for a reply (notifications such as bye)."""
         if self.closed:
             raise PeerGone(f"{self.label}: link closed")
-        try:
-            self.sock.send_multipart(p.encode(msg), flags=zmq.NOBLOCK, copy=False)
-        except zmq.Again:
-            raise PeerGone(f"{self.label}: send queue full") from None
+        # zmq.asyncio reports a full queue through the returned future, at once.
+        sent = self.sock.send_multipart(p.encode(msg), flags=zmq.NOBLOCK, copy=False)
+        if sent.done() and sent.exception() is not None:
+            raise PeerGone(f"{self.label}: send queue full")
 
     async def request(self, msg: p.Message, timeout: float) -> p.Message:
         """Send a request and wait for its reply; error replies raise PeerError."""

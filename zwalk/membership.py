@@ -86,7 +86,7 @@ class Membership:
         max_missed: int = 3,
         hello_timeout: float = 3.0,
         retry_after: float = 5.0,
-        max_members: int = 1000,
+        max_members: int = 500,
         refresh_after: float = 10.0,
     ) -> None:
         self.own = own_node
@@ -167,8 +167,8 @@ class Membership:
             return []
         m = self.by_endpoint.get(ep)
         if m is None:
-            if len(self.by_endpoint) >= self.max_members and how in (Source.GOSSIP, Source.INBOUND):
-                return []  # full: first-hand and configured peers still get in
+            if len(self.by_endpoint) >= self.max_members and how is not Source.STATIC:
+                return []  # full: only peers the user named still get in
             m = Member(endpoint=ep, node=node, first_seen=now, hello_sent=now)
             m.learned[how] = detail
             self.by_endpoint[ep] = m
@@ -280,6 +280,10 @@ class Membership:
             if m.ping_sent is None and (now - m.last_seen >= self.ping_after or stale):
                 m.ping_sent = now
                 out.append(Ping(m.endpoint))
+        # Forget old failures (the table of them must not grow without end).
+        if len(self._failed) > 4 * self.max_members:
+            horizon = now - 10 * self.retry_after
+            self._failed = {ep: t for ep, t in self._failed.items() if t >= horizon}
         # Static peers are never forgotten: try them again after a pause.
         for ep in self.static:
             if ep not in self.by_endpoint and now - self._failed.get(ep, -1e9) >= self.retry_after:

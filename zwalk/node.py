@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import itertools
 import logging
 import os
 import random
 import secrets
+import threading
 import time
 from collections.abc import Coroutine, Iterable
 from pathlib import Path
@@ -30,8 +32,10 @@ from zwalk.identity import Identity
 from zwalk.index import Index, scan
 from zwalk.links import PeerError, PeerGone, PeerInfo, PeerLink, configure
 from zwalk.membership import Connect, Disconnect, Member, Membership, Ping, Source, State
-from zwalk.netif import default_addresses, resolve
+from zwalk.netif import default_addresses, ipv4_networks, resolve
 from zwalk.query import Query
+from zwalk.walk import Strategy
+from zwalk.walkshell import WalkService
 
 __all__ = ["Node", "PeerError", "PeerGone", "PeerInfo", "PeerLink"]
 
@@ -54,6 +58,7 @@ class Node:
         shares: Iterable[Path] = (),
         listen: bool = True,
         discover: bool = False,
+        announce: bool = True,
         state_dir: Path | None = None,
     ) -> None:
         self.cfg = cfg
@@ -62,6 +67,7 @@ class Node:
         self.shares = [Path(s) for s in shares]
         self.listen = listen
         self.discover = discover
+        self.announce = announce
         self.state_dir = state_dir  # where node.json and the control endpoint live while serving
         self.incarnation = os.urandom(p.INC_BYTES)
         self.ctx = zmq.asyncio.Context()
@@ -79,6 +85,11 @@ class Node:
         self.mdns_addresses: list[str] = []
         self._req_ids = itertools.count(1)
         self._tg: asyncio.TaskGroup | None = None
+        self._closing = False
+        self._lock: control.DataDirLock | None = None
+        self._allowed_nets: list[ipaddress.IPv4Network] | None = None
+        self._rescan_pending = False
+        self._scan_stop = threading.Event()  # tells a scan thread that the node is leaving
         self._router: zmq.asyncio.Socket | None = None
         self._control: zmq.asyncio.Socket | None = None
         self._control_endpoint = ""
@@ -89,6 +100,7 @@ class Node:
         self._scan_lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self.changed = asyncio.Event()  # set whenever the membership table changes
+        self.walks = WalkService(self)
 
     @property
     def port(self) -> int:
@@ -109,10 +121,13 @@ class Node:
                 ready.set_result(self)
                 await asyncio.Future()  # until cancelled
         finally:
+            self._closing = True
             self._tg = None
             await self._leave()
 
     async def _start(self, tg: asyncio.TaskGroup) -> None:
+        if self.listen and self.state_dir is not None:
+            self._lock = control.DataDirLock(self.state_dir)  # before touching any of its files
         if self.listen:
             self._bind()
             tg.create_task(self._serve_router())
@@ -131,10 +146,10 @@ class Node:
                 spawn=self.spawn,
                 on_found=self._on_found,
                 on_gone=self._on_gone,
-                browse_only=not self.listen,
+                browse_only=not (self.listen and self.announce),
             )
             await self.discovery.start()
-            if self.listen:
+            if self.listen and self.announce:
                 await self.discovery.announce(
                     node=self.identity.node_id,
                     name=self.name,
@@ -150,14 +165,21 @@ class Node:
             tg.create_task(self._rescan_loop())
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None] | None:
-        """Run a task owned by this node (dropped if the node is shutting down)."""
-        if self._tg is None:
+        """Run a task owned by this node (dropped if the node is shutting down). Most tasks
+        start because of something the network did: one that fails is logged, and the node
+        goes on (an exception would otherwise end the whole task group)."""
+        if self._tg is None or self._closing:
             coro.close()
             return None
-        return self._tg.create_task(coro)
+        try:
+            return self._tg.create_task(_guarded(coro))
+        except RuntimeError:  # the group is shutting down
+            coro.close()
+            return None
 
     async def _leave(self) -> None:
         """Tell peers and mDNS that we go, then release every socket."""
+        self._scan_stop.set()
         for link in self.links.values():
             if self.listen and link.info is not None and not link.closed:
                 with contextlib.suppress(PeerError):
@@ -172,11 +194,13 @@ class Node:
                 log.warning("mDNS goodbye failed: %s", e)
         if self.state_dir is not None:
             control.remove_state(self.state_dir)
+        if self._lock is not None:
+            self._lock.release()
         for sock in (self._router, self._control):
             if sock is not None:
                 sock.close(linger=0)
-        # term() waits up to BYE_LINGER_MS for the byes to go out.
-        await asyncio.to_thread(self.ctx.term)
+        # Waits up to BYE_LINGER_MS for the byes to go out, and never longer.
+        await asyncio.to_thread(self.ctx.destroy, BYE_LINGER_MS)
 
     def _bind(self) -> None:
         router = self.ctx.socket(zmq.ROUTER)
@@ -242,6 +266,7 @@ class Node:
                 chunk_size=self.cfg.chunk_size,
                 cache_path=self.cfg.index_cache,
                 exclude=exclude,
+                stop=self._scan_stop,
             )
             for path, why in index.skipped:
                 log.warning("not sharing %s: %s", path, why)
@@ -265,10 +290,33 @@ class Node:
         return time.monotonic()
 
     def _on_found(self, node: bytes, ep: Endpoint, detail: str, version: int) -> None:
+        if node == self.identity.node_id and not self._is_own(ep):
+            log.info("ignoring an announcement of our own node id at %s", ep)
+            return
         if version != p.PROTOCOL_VERSION and node != self.identity.node_id:
             log.info("ignoring %s at %s: protocol version %d", node.hex()[:12], ep, version)
             return
         self._apply(self.membership.on_discovered(node, ep, Source.MDNS, detail, self._now()))
+
+    def _is_own(self, ep: Endpoint) -> bool:
+        hosts = {e.host for e in self.endpoints} | set(self.mdns_addresses)
+        return ep.port == self.port and (ep.host in hosts or "0.0.0.0" in hosts)  # noqa: S104
+
+    def reachable(self, ep: Endpoint) -> bool:
+        """Whether we may connect to an endpoint a peer told us about. With interfaces chosen,
+        only addresses on their subnets: a node kept to a test network stays there."""
+        if not self.cfg.interfaces:
+            return True
+        if self._allowed_nets is None:
+            addrs = resolve(self.cfg.interfaces)
+            self._allowed_nets = [i.network for _, i in ipv4_networks() if str(i.ip) in addrs] or [
+                ipaddress.IPv4Network(f"{a}/32") for a in addrs
+            ]
+        try:
+            ip = ipaddress.IPv4Address(ep.host)
+        except ValueError:
+            return False
+        return any(ip in net for net in self._allowed_nets)
 
     def _on_gone(self, node: bytes) -> None:
         self._apply(self.membership.on_mdns_removed(node, self._now()))
@@ -277,7 +325,12 @@ class Node:
         for action in actions:
             match action:
                 case Connect(endpoint=ep):
-                    link = self._link(ep)
+                    try:
+                        link = self._link(ep)
+                    except zmq.ZMQError as e:  # out of sockets, or an address zmq refuses
+                        log.warning("cannot open a link to %s: %s", ep, e)
+                        self._apply(self.membership.on_unreachable(ep, str(e), self._now()))
+                        continue
                     self.spawn(self._greet(link))
                 case Ping(endpoint=ep):
                     if ep in self.links:
@@ -323,15 +376,13 @@ class Node:
         ep = link.endpoint
         try:
             reply = await link.hello(self.hello_msg(), self.cfg.reply_timeout)
-        except TimeoutError:
-            self._apply(
-                self.membership.on_unreachable(
-                    ep, f"no hello answer within {self.cfg.reply_timeout:g}s", self._now()
-                )
-            )
+        except (TimeoutError, PeerError) as e:
+            if self.links.get(ep) is not link:
+                return  # this link was replaced meanwhile: its fate is not the new member's
+            why = str(e) or f"no hello answer within {self.cfg.reply_timeout:g}s"
+            self._apply(self.membership.on_unreachable(ep, why, self._now()))
             return
-        except PeerError as e:
-            self._apply(self.membership.on_unreachable(ep, str(e), self._now()))
+        if self.links.get(ep) is not link:
             return
         now = self._now()
         actions = self.membership.on_hello(
@@ -346,7 +397,9 @@ class Node:
         for ref in reply.peers:
             gossiped = Endpoint(ref.host, ref.port)
             # A loopback address names a host only from that host itself.
-            if ref.host.startswith("127.") and not ep.host.startswith("127."):
+            if ref.host.startswith("127.") != ep.host.startswith("127."):
+                continue
+            if not self.reachable(gossiped):
                 continue
             actions += self.membership.on_discovered(
                 ref.node, gossiped, Source.GOSSIP, f"via {reply.name}", now
@@ -391,6 +444,33 @@ class Node:
                 return
             await asyncio.sleep(min(0.05, deadline - now))
 
+    def neighbours(self) -> list[bytes]:
+        """Node ids of the live peers: where a walk can go next."""
+        return [m.node for m in self.membership.alive() if m.node is not None]
+
+    def link_for(self, node: bytes) -> PeerLink | None:
+        m = self.membership.by_node(node)
+        if m is None or m.state is not State.ALIVE:
+            return None
+        link = self.links.get(m.endpoint)
+        return link if link is not None and not link.closed else None
+
+    def link_to(self, ref: p.PeerRef) -> PeerLink | None:
+        """A link to a node named in a message (a searcher we had not met): meet it."""
+        ep = Endpoint(ref.host, ref.port)
+        if not self.reachable(ep):
+            return None
+        self._apply(self.membership.on_discovered(ref.node, ep, Source.INBOUND, "", self._now()))
+        link = self.links.get(ep)
+        return link if link is not None and not link.closed else None
+
+    def self_ref(self) -> p.PeerRef:
+        """How peers reach this node: a concrete address of ours, and our port."""
+        hosts = [e.host for e in self.endpoints if _gossipable(e.host)]
+        hosts += self.mdns_addresses or default_addresses() or [LOOPBACK]
+        host = next(h for h in hosts if _gossipable(h))
+        return p.PeerRef(node=self.identity.node_id, name=self.name, host=host, port=self.port or 1)
+
     def alive_links(self) -> list[PeerLink]:
         return [self.links[m.endpoint] for m in self.membership.alive() if m.endpoint in self.links]
 
@@ -433,6 +513,8 @@ class Node:
         if isinstance(msg, p.NOTIFICATIONS):
             if isinstance(msg, p.Bye):
                 self._apply(self.membership.on_bye(sender, self._now()))
+            else:
+                self.spawn(self.walks.on_notification(msg, sender))
             return
         if isinstance(msg, p.Hello):
             if msg.node != sender:
@@ -446,8 +528,8 @@ class Node:
                     ),
                 )
                 return
-            if msg.port:
-                peer_ep = Endpoint(frames[1].get("Peer-Address"), msg.port)
+            peer_ep = Endpoint(frames[1].get("Peer-Address"), msg.port)
+            if msg.port and self.reachable(peer_ep):
                 self._apply(
                     self.membership.on_discovered(
                         msg.node, peer_ep, Source.INBOUND, "", self._now(), incarnation=msg.inc
@@ -462,6 +544,9 @@ class Node:
             await self._reply(
                 router, rid, p.Error(req=msg.req, code=p.ErrorCode.BAD_REQUEST, reason=reason)
             )
+            return
+        if isinstance(msg, p.Hello | p.Ping):  # membership must work however busy we are
+            await self._reply(router, rid, await self.answer(msg, sender=sender))
             return
         if self._request_slots.locked():
             await self._reply(
@@ -510,6 +595,13 @@ class Node:
                 )
             case p.Ping():
                 return p.Pong(req=msg.req, files=len(self.index))
+            case p.Walk():
+                if not self.walks.can_relay():
+                    return p.Error(req=msg.req, code=p.ErrorCode.BUSY, reason="relaying enough")
+                self.spawn(self.walks.relay_walk(msg, sender))
+                return p.WalkOk(req=msg.req)
+            case p.WalkCheck():
+                return self.walks.on_check(msg, sender)
             case p.Search():
                 query = Query(kind=msg.kind, pattern=msg.pattern, icase=msg.icase)
                 found = self.index.search(query, limit=msg.limit)
@@ -541,7 +633,9 @@ class Node:
                 )
             except OSError as e:
                 log.warning("cannot read %s: %s", entry.path, e)
-                self.spawn(self._rescan_quietly())
+                if not self._rescan_pending:  # one rescan for a burst of failed reads
+                    self._rescan_pending = True
+                    self.spawn(self._rescan_quietly())
                 return _not_found(msg.req, msg.cid)
         return p.Chunks(req=msg.req, cid=msg.cid, index=msg.index, count=msg.count, payload=data)
 
@@ -551,6 +645,8 @@ class Node:
             self._write_state()
         except OSError as e:
             log.warning("rescan failed: %s", e)
+        finally:
+            self._rescan_pending = False
 
     # --- the local control endpoint ---------------------------------------------------------
     async def _serve_control(self) -> None:
@@ -568,7 +664,9 @@ class Node:
                 if e.req is not None:
                     await self._reply(sock, rid, p.Error(req=e.req, code=e.code, reason=e.reason))
                 continue
-            if not isinstance(msg, p.Status) or not secrets.compare_digest(msg.token, self._token):
+            if not isinstance(msg, p.CONTROL_REQUESTS) or not secrets.compare_digest(
+                msg.token, self._token
+            ):
                 await self._reply(
                     sock,
                     rid,
@@ -579,12 +677,35 @@ class Node:
                     ),
                 )
                 continue
+            if isinstance(msg, p.Find):
+                self.spawn(self._control_find(sock, rid, msg))  # searches run side by side
+                continue
             try:
                 reply: p.Message = self.status(msg.req)
             except Exception as e:  # a table we cannot describe must not stop the node
                 log.exception("cannot build status")
                 reply = p.Error(req=msg.req, code=p.ErrorCode.INTERNAL, reason=type(e).__name__)
             await self._reply(sock, rid, reply)
+
+    async def _control_find(self, sock: zmq.asyncio.Socket, rid: bytes, msg: p.Find) -> None:
+        from zwalk.finder import SearchOptions, run_find  # finder builds on this module
+
+        opts = SearchOptions(
+            strategy=Strategy(str(msg.strategy)),
+            timeout=msg.timeout_ms / 1000,
+            want=msg.want,
+            walkers=msg.walkers,
+            initial=msg.initial,
+            ttl=msg.ttl,
+            check_every=msg.check_every,
+        )
+        query = Query(kind=msg.kind, pattern=msg.pattern, icase=msg.icase)
+        try:
+            reply: p.Message = (await run_find(self, query, opts)).to_wire(msg.req)
+        except Exception as e:  # a failed search must not stop the node
+            log.exception("search failed")
+            reply = p.Error(req=msg.req, code=p.ErrorCode.INTERNAL, reason=type(e).__name__)
+        await self._reply(sock, rid, reply)
 
     def status(self, req: int = 0) -> p.StatusOk:
         mono, wall = self._now(), time.time()
@@ -606,6 +727,7 @@ class Node:
             members=tuple(_member_info(m, ms) for m in self.membership.by_endpoint.values())[
                 : p.MAX_MEMBERS
             ],
+            sent=self.walks.sent,
         )
 
 
@@ -656,3 +778,10 @@ def read_span(path: Path, offset: int, length: int, mtime_ns: int) -> bytes:
     if len(data) != length:
         raise OSError(f"{path} is shorter than indexed")
     return data
+
+
+async def _guarded(coro: Coroutine[Any, Any, None]) -> None:
+    try:
+        await coro
+    except Exception:
+        log.exception("a node task failed")

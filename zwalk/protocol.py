@@ -35,6 +35,10 @@ MAX_REASON_CHARS = 200  # our own error reasons; fits MAX_TEXT_BYTES in any UTF-
 MAX_HITS = 1000  # hits in one reply
 MAX_COUNT = 1_000_000_000  # file counts and the like
 MAX_GOSSIP = 64  # peers named in one hello-ok
+MAX_TTL = 255  # hops a walk may make
+MAX_PATH = 256  # node ids in a walk's path: its own visits and what it was told to avoid
+MAX_WALKERS = 2048  # walker numbers: twice the most walkers a search may have
+MAX_TRACE = 4096  # hops reported in one find-ok
 MAX_MEMBERS = 1024  # rows in one status-ok (a full one stays far below MAX_HEADER)
 MAX_HOST_BYTES = 253  # a DNS name at most
 MAX_DETAIL_BYTES = 800  # how a peer was learned (interface, via whom)
@@ -279,6 +283,13 @@ class PeerRef(Struct):
     port: int
 
 
+def struct(cls: type[Struct]) -> Check:
+    def check(v: Any) -> Struct:
+        return v if isinstance(v, cls) else cls.from_wire(v)
+
+    return check
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Learned(Struct):
     how: str  # mdns, static, gossip, inbound
@@ -493,6 +504,130 @@ class Error(Message):
     reason: str
 
 
+class WalkStrategy(enum.StrEnum):
+    KWALK = "kwalk"
+    FLOOD = "flood"
+
+
+class EndReason(enum.StrEnum):
+    TTL = "ttl"
+    DEAD_END = "dead-end"
+    STOPPED = "stopped"
+    FOUND = "found"
+
+
+def node_ids(minimum: int, maximum: int) -> Check:
+    def check(v: Any) -> tuple[bytes, ...]:
+        if type(v) not in (list, tuple):
+            raise _fail("expected an array of node ids")
+        if not minimum <= len(v) <= maximum:
+            raise _fail(f"expected {minimum} to {maximum} node ids")
+        return tuple(blob(exact=ID_BYTES)(x) for x in v)
+
+    return check
+
+
+node_path = node_ids(1, MAX_PATH)
+
+
+WALK_STATE: dict[str, Check] = {
+    "qid": blob(exact=ID_BYTES),
+    "walker": uint(MAX_WALKERS - 1),
+    "hops": uint(MAX_TTL),
+    "path": node_path,
+}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Walk(Message):
+    """A query copy handed to the next node of a walk (or of a flood). Acknowledged at once with
+    walk-ok; the receiver then checks its index and passes the copy on by itself."""
+
+    TYPE = "walk"
+    SCHEMA = {
+        **WALK_STATE,
+        "strategy": choice(WalkStrategy),
+        "ttl": uint(MAX_TTL),
+        "check_every": uint(MAX_TTL),
+        "origin": struct(PeerRef),
+        "kind": choice(QueryKind),
+        "pattern": text(MAX_PATTERN_BYTES, min_chars=1),
+        "icase": boolean,
+        "stop_on_hit": boolean,
+    }
+    qid: bytes
+    walker: int
+    hops: int
+    path: tuple[bytes, ...]
+    strategy: WalkStrategy
+    ttl: int
+    check_every: int
+    origin: PeerRef
+    kind: QueryKind
+    pattern: str
+    icase: bool = False
+    stop_on_hit: bool = False
+
+    def validate(self) -> None:
+        if self.path[0] != self.origin.node:
+            raise _fail("a walk's path starts at its origin")
+        if self.kind is QueryKind.CID and not _is_cid_text(self.pattern):
+            raise _fail("a cid query's pattern must be 'b3:' and 64 lowercase hex digits")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WalkOk(Message):
+    TYPE = "walk-ok"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WalkHits(Message):
+    """To the searcher, one-way: what a node on the walk holds."""
+
+    TYPE = "walk-hits"
+    SCHEMA = {**WALK_STATE, "hits": struct_list(Hit, MAX_HITS)}
+    qid: bytes
+    walker: int
+    hops: int
+    path: tuple[bytes, ...]
+    hits: tuple[Hit, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WalkCheck(Message):
+    """To the searcher: shall this walker go on? Answered with walk-go."""
+
+    TYPE = "walk-check"
+    SCHEMA = dict(WALK_STATE)
+    qid: bytes
+    walker: int
+    hops: int
+    path: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WalkGo(Message):
+    """Answer to walk-check; `avoid` names nodes other walkers visited, to be skipped."""
+
+    TYPE = "walk-go"
+    SCHEMA = {"go": boolean, "avoid": node_ids(0, MAX_PATH)}
+    go: bool
+    avoid: tuple[bytes, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WalkEnd(Message):
+    """To the searcher, one-way: this walker stopped here, and why."""
+
+    TYPE = "walk-end"
+    SCHEMA = {**WALK_STATE, "reason": choice(EndReason)}
+    qid: bytes
+    walker: int
+    hops: int
+    path: tuple[bytes, ...]
+    reason: EndReason
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Status(Message):
     """Local control only: a client run by the same user asks the running node for its state."""
@@ -512,6 +647,7 @@ class StatusOk(Message):
         "files": uint(MAX_COUNT),
         "bytes": uint(2**63 - 1),
         "members": struct_list(MemberInfo, MAX_MEMBERS),
+        "sent": uint(2**63 - 1),
     }
     node: bytes
     name: str
@@ -519,6 +655,117 @@ class StatusOk(Message):
     files: int
     bytes: int
     members: tuple[MemberInfo, ...]
+    sent: int = 0  # query messages this node sent: walk copies, check-backs, probe searches
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Holder(Struct):
+    SCHEMA = {
+        "node": blob(exact=ID_BYTES),
+        "name": text(MAX_TEXT_BYTES),
+        "host": text(MAX_HOST_BYTES, min_chars=1),
+        "port": uint(65535),
+        "path": rel_path,
+    }
+    node: bytes
+    name: str
+    host: str
+    port: int
+    path: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FoundFile(Struct):
+    SCHEMA = {
+        "name": file_name,
+        "size": uint(MAX_FILE_SIZE),
+        "cid": blob(exact=HASH_BYTES),
+        "holders": struct_list(Holder, MAX_GOSSIP),
+    }
+    name: str
+    size: int
+    cid: bytes
+    holders: tuple[Holder, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TraceHop(Struct):
+    SCHEMA = {
+        "node": optional(blob(exact=ID_BYTES)),
+        "name": text(MAX_TEXT_BYTES),
+        "latency_us": uint(MAX_COUNT * 1000),
+        "verdict": text(16, min_chars=1),
+        "hits": uint(MAX_HITS),
+    }
+    node: bytes | None
+    name: str
+    latency_us: int
+    verdict: str
+    hits: int
+
+
+class SearchStrategy(enum.StrEnum):
+    KWALK = "kwalk"
+    FLOOD = "flood"
+    PROBE = "probe"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Find(Message):
+    """Local control only: search the LAN from the running node."""
+
+    TYPE = "find"
+    SCHEMA = {
+        "token": blob(exact=TOKEN_BYTES),
+        "kind": choice(QueryKind),
+        "pattern": text(MAX_PATTERN_BYTES, min_chars=1),
+        "icase": boolean,
+        "strategy": choice(SearchStrategy),
+        "walkers": uint(MAX_WALKERS, minimum=1),
+        "initial": uint(MAX_WALKERS, minimum=1),
+        "ttl": uint(MAX_TTL, minimum=1),
+        "check_every": uint(MAX_TTL),
+        "timeout_ms": uint(3_600_000, minimum=1),
+        "want": uint(MAX_HITS, minimum=1),
+    }
+    token: bytes
+    kind: QueryKind
+    pattern: str
+    icase: bool
+    strategy: SearchStrategy
+    walkers: int
+    initial: int
+    ttl: int
+    check_every: int
+    timeout_ms: int
+    want: int
+
+    def validate(self) -> None:
+        if self.kind is QueryKind.CID and not _is_cid_text(self.pattern):
+            raise _fail("a cid query's pattern must be 'b3:' and 64 lowercase hex digits")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FindOk(Message):
+    TYPE = "find-ok"
+    SCHEMA = {
+        "found": struct_list(FoundFile, MAX_HITS),
+        "messages": uint(MAX_COUNT),
+        "hops": uint(MAX_COUNT),
+        "first_hit_hops": optional(uint(MAX_COUNT)),
+        "visited": uint(MAX_COUNT),
+        "known": uint(MAX_COUNT),
+        "elapsed_us": uint(MAX_COUNT * 1000),
+        "trace": struct_list(TraceHop, MAX_TRACE),
+    }
+    found: tuple[FoundFile, ...]
+    messages: int
+    hops: int
+    first_hit_hops: int | None
+    visited: int
+    known: int
+    elapsed_us: int
+    trace: tuple[TraceHop, ...]
 
 
 MESSAGE_TYPES: dict[str, type[Message]] = {
@@ -529,6 +776,12 @@ MESSAGE_TYPES: dict[str, type[Message]] = {
         Ping,
         Pong,
         Bye,
+        Walk,
+        WalkOk,
+        WalkHits,
+        WalkCheck,
+        WalkGo,
+        WalkEnd,
         Search,
         Hits,
         GetInfo,
@@ -538,11 +791,13 @@ MESSAGE_TYPES: dict[str, type[Message]] = {
         Error,
         Status,
         StatusOk,
+        Find,
+        FindOk,
     )
 }
-REQUESTS = (Hello, Ping, Search, GetInfo, GetChunks)  # what a peer may ask on the ROUTER
-NOTIFICATIONS = (Bye,)  # what a peer may send on the ROUTER without expecting a reply
-CONTROL_REQUESTS = (Status,)  # what the local control endpoint answers
+REQUESTS = (Hello, Ping, Search, Walk, WalkCheck, GetInfo, GetChunks)  # a peer may ask these
+NOTIFICATIONS = (Bye, WalkHits, WalkEnd)  # a peer may send these without expecting a reply
+CONTROL_REQUESTS = (Status, Find)  # what the local control endpoint answers
 
 
 # --- encoding -------------------------------------------------------------------------------

@@ -17,12 +17,13 @@ from zwalk import protocol as p
 from zwalk.app import App, run, running
 from zwalk.cli import global_options, make_app
 from zwalk.commands.find import _human_size
-from zwalk.config import Config
+from zwalk.config import Config, Endpoint
 from zwalk.download import download
+from zwalk.finder import SearchOptions, run_find
 from zwalk.index import file_blake3
 from zwalk.node import Node
 from zwalk.query import parse_query
-from zwalk.search import probe
+from zwalk.walk import Found
 
 SAMPLES = [  # (name, size in KiB); the last node gets the big file the demo fetches
     ("notes.txt", 4),
@@ -93,6 +94,9 @@ async def _run_demo(
             name=f"demo-{i + 1}",
             data_dir=root / f"node{i + 1}" / "data",
             downloads=root / f"node{i + 1}" / "downloaded",
+            # Each knows the ones before it (they learn it back from its hello): a full mesh,
+            # as mDNS makes one on a LAN, without sending mDNS anywhere.
+            peers=tuple(e for n in swarm for e in n.endpoints),
         )
         node = Node(cfg, identity.ephemeral(), shares=[share])
         await stack.enter_async_context(running(node))
@@ -109,22 +113,32 @@ async def _run_demo(
         peers=tuple(e for n in swarm for e in n.endpoints),
     )
     client = await stack.enter_async_context(
-        running(Node(ccfg, identity.ephemeral(), listen=False))
+        running(Node(ccfg, identity.ephemeral(), listen=True, announce=False))
     )
     await client.settle(5)
-    links = client.alive_links()
-    if len(links) != len(swarm):
-        app.warn(f"only {len(links)} of {len(swarm)} demo nodes answered")
+    if len(client.alive_links()) != len(swarm):
+        app.warn(f"only {len(client.alive_links())} of {len(swarm)} demo nodes answered")
+    for node in swarm:  # wait until the swarm is a full mesh, so walkers can go anywhere
+        await node.settle(5)
 
     say(f"\n$ zwalk find {target}")
-    search = await probe(links, parse_query(target), timeout=10, reply_timeout=2)
-    for i, hop in enumerate(search.trace, 1):
-        name = hop.peer.info.name if hop.peer.info else str(hop.peer.endpoint)
-        say(f"  hop {i}: asked {name:<8} {hop.latency * 1000:6.1f} ms  {hop.verdict}")
-    ranked = search.ranked()
-    if not ranked:
+    result = await run_find(client, parse_query(target), SearchOptions(timeout=10))
+    names = {n.identity.node_id: n.name for n in swarm}
+    say(
+        f"  a random walker went {result.hops} hop(s) in {result.elapsed * 1000:.1f} ms, "
+        f"{result.messages} message(s), {result.visited} of {result.known} nodes visited"
+    )
+    for h in result.trace:
+        who = names.get(h.node, h.name) if h.node else h.name
+        say(f"  {who} reported a {h.verdict} after {h.latency_us / 1000:.1f} ms")
+    if not result.found:
         app.error("the demo file was not found")
         return False
+    f = result.found[0]
+    links = [
+        client.links[ep] for h in f.holders if (ep := Endpoint(h.host, h.port)) in client.links
+    ]
+    ranked = [Found(cid=f.cid, name=f.name, size=f.size, holders={link: "" for link in links})]
     hit = ranked[0]
     say(f"  found {hit.name} ({_human_size(hit.size)}) {p.cid_to_text(hit.cid)}")
     started = time.monotonic()

@@ -171,7 +171,7 @@ async def _self_test(addr: str, ifname: str) -> Check:
         except TimeoutError:
             ok = False
         await browser.async_cancel()
-        await responder.async_unregister_service(info)
+        await (await responder.async_unregister_service(info))
     finally:
         if asker is not None:
             await asker.async_close()

@@ -5,9 +5,11 @@
 # 2 usage or configuration error, 3 found but the download failed.
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,14 +23,16 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
+from zwalk import control, identity
 from zwalk import protocol as p
-from zwalk.app import App, peer_source, run, running
+from zwalk.app import App, run, running
 from zwalk.cli import EXIT_DOWNLOAD_FAILED, EXIT_NOT_FOUND, EXIT_OK, global_options, make_app
+from zwalk.config import Endpoint
 from zwalk.download import DownloadError, DownloadResult, download
-from zwalk.node import PeerLink
+from zwalk.finder import FindResult, SearchOptions, run_find
+from zwalk.node import Node, PeerLink
 from zwalk.query import Query, parse_query
-from zwalk.search import probe
-from zwalk.walk import Found, ProbeSearch
+from zwalk.walk import Strategy
 
 
 @click.command()
@@ -48,6 +52,21 @@ from zwalk.walk import Found, ProbeSearch
 @click.option("-i", "--ignore-case", is_flag=True, help="Match names case-insensitively.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
 @click.option("--trace", is_flag=True, help="Show each hop: peer, latency, verdict.")
+@click.option(
+    "--strategy",
+    type=click.Choice([x.value for x in Strategy]),
+    help="kwalk (default): random walkers; flood; probe: one peer at a time.",
+)
+@click.option(
+    "--walkers",
+    type=click.IntRange(1, p.MAX_WALKERS // 2),
+    help="Most walkers for kwalk (default 16; it starts with 2 and adds more).",
+)
+@click.option(
+    "--ttl",
+    type=click.IntRange(1, p.MAX_TTL),
+    help="Hops a walker (or a flood) may make (default: 64 for kwalk, 2 for flood).",
+)
 @global_options
 @click.pass_context
 def find(
@@ -60,12 +79,17 @@ def find(
     ignore_case: bool,
     as_json: bool,
     trace: bool,
+    strategy: str | None,
+    walkers: int | None,
+    ttl: int | None,
 ) -> None:
     """Find QUERY on the LAN and download it.
 
     QUERY is an exact file name, a glob such as '*.iso' (quote it), or a content id 'b3:<hex>'
     as printed by b3sum."""
-    app = make_app(ctx, downloads=out, find_timeout=timeout)
+    app = make_app(
+        ctx, downloads=out, find_timeout=timeout, strategy=strategy, walkers=walkers, ttl=ttl
+    )
     try:
         q = parse_query(query, icase=ignore_case)
     except ValueError as e:
@@ -87,11 +111,75 @@ def find(
     ctx.exit(code)
 
 
+def _options(app: App, all_: bool) -> SearchOptions:
+    cfg = app.cfg
+    strategy = Strategy(cfg.strategy)
+    ttl = cfg.ttl or (64 if strategy is Strategy.KWALK else 2)
+    return SearchOptions(
+        strategy=strategy,
+        timeout=cfg.find_timeout,
+        want=p.MAX_HITS if all_ else 1,
+        walkers=cfg.walkers,
+        initial=min(cfg.initial_walkers, cfg.walkers),
+        ttl=ttl,
+        check_every=cfg.check_every,
+    )
+
+
+async def _search(
+    app: App, q: Query, opts: SearchOptions, stack: contextlib.AsyncExitStack
+) -> tuple[FindResult, str, Node]:
+    """Search through the running local node if there is one, else from a temporary node.
+    Returns the result, how the peers were found, and a running node to download with."""
+    cfg = app.cfg
+    local = control.read_state(cfg.data_dir)
+    if local is not None:
+        msg = p.Find(
+            req=1,
+            token=local.token,
+            kind=q.kind,
+            pattern=q.pattern,
+            icase=q.icase,
+            strategy=p.SearchStrategy(str(opts.strategy)),
+            walkers=opts.walkers,
+            initial=opts.initial,
+            ttl=opts.ttl,
+            check_every=opts.check_every,
+            timeout_ms=int(opts.timeout * 1000),
+            want=opts.want,
+        )
+        reply = await control.request(local, msg, opts.timeout + 5)
+        if isinstance(reply, p.FindOk):
+            result = FindResult.from_wire(reply, opts.strategy)
+            holders = {Endpoint(h.host, h.port) for f in result.found for h in f.holders if h.port}
+            dl_cfg = replace(cfg, peers=tuple(holders) + cfg.peers)
+            node = await stack.enter_async_context(
+                running(Node(dl_cfg, identity.ephemeral(), listen=False))
+            )
+            if holders:
+                await node.settle(cfg.reply_timeout)
+            return result, "local-node", node
+        app.warn("the local node did not answer its control endpoint; searching without it")
+    # A temporary node that listens (walkers report hits to it) but does not announce itself.
+    node = await stack.enter_async_context(
+        running(
+            Node(
+                replace(cfg, port=0),
+                identity.ephemeral(),
+                listen=True,
+                discover=True,
+                announce=False,
+            )
+        )
+    )
+    await node.settle(cfg.discovery_wait)
+    return await run_find(node, q, opts), "discovery", node
+
+
 async def _find(
     app: App, text: str, q: Query, *, no_download: bool, all_: bool, show_progress: bool
 ) -> tuple[dict[str, Any], int]:
-    node, via = await peer_source(app)
-    cfg = node.cfg
+    opts = _options(app, all_)
     report: dict[str, Any] = {
         "query": {"text": text, "kind": str(q.kind), "pattern": q.pattern, "ignore_case": q.icase},
         "status": "not-found",
@@ -101,29 +189,25 @@ async def _find(
         "errors": [],
         "walk": None,
     }
-    async with running(node):
-        await node.settle(cfg.discovery_wait if via == "discovery" else cfg.reply_timeout)
-        links = node.alive_links()
+    async with contextlib.AsyncExitStack() as stack:
+        result, via, node = await _search(app, q, opts, stack)
         report["peers_via"] = via
-        search = await probe(
-            links,
-            q,
-            timeout=cfg.find_timeout,
-            reply_timeout=cfg.reply_timeout,
-            want=sys.maxsize if all_ else 1,
-        )
-        report["walk"] = _walk_report(search, peers_known=len(links))
-        ranked = search.ranked()
-        report["hits"] = [_hit_report(f) for f in ranked]
-        if not ranked:
+        report["walk"] = _walk_report(result)
+        report["hits"] = [_hit_report(f) for f in result.found]
+        if not result.found:
             return report, EXIT_NOT_FOUND
         report["status"] = "found"
         if no_download:
             return report, EXIT_OK
         failed = False
-        for f in ranked if all_ else ranked[:1]:
+        for f in result.found if all_ else result.found[:1]:
+            links = [
+                node.links[ep] for h in f.holders if (ep := Endpoint(h.host, h.port)) in node.links
+            ]
             try:
-                result = await _fetch(app, f, show_progress)
+                if not links:
+                    raise DownloadError("no holder of it answers")
+                got = await _fetch(app, f, links, show_progress)
             except DownloadError as e:
                 report["errors"].append(f"{f.name}: {e}")
                 failed = True
@@ -131,13 +215,13 @@ async def _find(
             report["downloads"].append(
                 {
                     "name": f.name,
-                    "path": str(result.path.absolute()),
-                    "cid": p.cid_to_text(result.cid),
-                    "bytes": result.size,
-                    "sources": result.sources,
-                    "excluded": result.excluded,
-                    "seconds": round(result.seconds, 4),
-                    "already_present": result.already_present,
+                    "path": str(got.path.absolute()),
+                    "cid": p.cid_to_text(got.cid),
+                    "bytes": got.size,
+                    "sources": got.sources,
+                    "excluded": got.excluded,
+                    "seconds": round(got.seconds, 4),
+                    "already_present": got.already_present,
                 }
             )
         report["download"] = report["downloads"][0] if report["downloads"] else None
@@ -145,11 +229,13 @@ async def _find(
         return report, EXIT_DOWNLOAD_FAILED if failed else EXIT_OK
 
 
-async def _fetch(app: App, f: Found[PeerLink], show_progress: bool) -> DownloadResult:
+async def _fetch(
+    app: App, f: p.FoundFile, links: list[PeerLink], show_progress: bool
+) -> DownloadResult:
     cfg = app.cfg
     fetch = functools.partial(
         download,
-        list(f.holders),
+        links,
         cid=f.cid,
         name=f.name,
         size=f.size,
@@ -177,42 +263,37 @@ async def _fetch(app: App, f: Found[PeerLink], show_progress: bool) -> DownloadR
         return await fetch(progress=update)
 
 
-def _peer_report(link: PeerLink) -> dict[str, Any]:
-    info = link.info
-    return {
-        "node": info.node.hex() if info else None,
-        "name": info.name if info else None,
-        "endpoint": str(link.endpoint),
-    }
-
-
-def _hit_report(f: Found[PeerLink]) -> dict[str, Any]:
+def _hit_report(f: p.FoundFile) -> dict[str, Any]:
     return {
         "name": f.name,
         "size": f.size,
         "cid": p.cid_to_text(f.cid),
-        "holders": [{**_peer_report(link), "path": path} for link, path in f.holders.items()],
+        "holders": [
+            {"node": h.node.hex(), "name": h.name, "endpoint": f"{h.host}:{h.port}", "path": h.path}
+            for h in f.holders
+        ],
     }
 
 
-def _walk_report(s: ProbeSearch[PeerLink], peers_known: int) -> dict[str, Any]:
+def _walk_report(r: FindResult) -> dict[str, Any]:
     return {
-        "strategy": "probe",
-        "messages": s.messages,
-        "hops": len(s.trace),
-        "hops_to_first_hit": s.first_hit_hops,
-        "peers_visited": s.visited,
-        "peers_known": peers_known,
-        "coverage": round(s.visited / peers_known, 4) if peers_known else 0.0,
-        "elapsed_ms": round(s.elapsed(s.ended_at or s.started) * 1000, 3),
+        "strategy": str(r.strategy),
+        "messages": r.messages,
+        "hops": r.hops,
+        "hops_to_first_hit": r.first_hit_hops,
+        "peers_visited": r.visited,
+        "peers_known": r.known,
+        "coverage": round(min(1.0, r.visited / r.known), 4) if r.known else 0.0,
+        "elapsed_ms": round(r.elapsed * 1000, 3),
         "trace": [
             {
-                **_peer_report(h.peer),
-                "latency_ms": round(h.latency * 1000, 3),
-                "verdict": str(h.verdict),
+                "node": h.node.hex() if h.node else None,
+                "name": h.name,
+                "latency_ms": round(h.latency_us / 1000, 3),
+                "verdict": h.verdict,
                 "hits": h.hits,
             }
-            for h in s.trace
+            for h in r.trace
         ],
     }
 
@@ -232,10 +313,8 @@ def _render(app: App, r: dict[str, Any], trace: bool) -> None:
     walk = r["walk"]
     if trace and walk:
         for i, hop in enumerate(walk["trace"], 1):
-            app.info(
-                f"hop {i}: {hop['name'] or '?'} ({hop['endpoint']}) "
-                f"{hop['latency_ms']:.1f} ms {hop['verdict']}"
-            )
+            who = hop["name"] or (hop["node"] or "?")[:12]
+            app.info(f"hop {i}: {who} {hop['latency_ms']:.1f} ms {hop['verdict']}")
     if not r["hits"] and walk["peers_known"] == 0:
         how = (
             "the local node knows no live peer"

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import json
 import time
@@ -36,15 +35,13 @@ def peers(ctx: click.Context, as_json: bool, watch: bool, show_all: bool) -> Non
         pass
 
 
-async def _gather(app: App, node: Node | None, local: control.LocalNode | None) -> dict[str, Any]:
-    """One snapshot: from the local node's control endpoint, or from our own temporary node."""
+async def _gather(node: Node | None, local: control.LocalNode | None) -> dict[str, Any] | None:
+    """One snapshot: from the local node's control endpoint, or from our own temporary node;
+    None when the local node stopped answering and there is no node of our own."""
     status = await control.status(local) if local is not None else None
-    via = "local-node"
-    if status is None:
-        if node is None:
-            raise RuntimeError("no source of peers")
-        status, via = node.status(), "discovery"
-    return report(status, via)
+    if status is not None:
+        return report(status, "local-node")
+    return report(node.status(), "discovery") if node is not None else None
 
 
 def report(status: p.StatusOk, via: str) -> dict[str, Any]:
@@ -134,12 +131,13 @@ def _ago(seconds: float) -> str:
 
 async def _once(app: App, as_json: bool, show_all: bool) -> None:
     local = control.read_state(app.cfg.data_dir)
-    doc = await _gather(app, None, local) if local is not None else None
-    if doc is None or doc["via"] != "local-node":
+    doc = await _gather(None, local) if local is not None else None
+    if doc is None:
         node, _ = await peer_source(app)
         async with running(node):
             await node.settle(app.cfg.discovery_wait)
-            doc = await _gather(app, node, None)
+            doc = await _gather(node, None)
+    assert doc is not None  # noqa: S101 -- a node of our own always answers
     if as_json:
         click.echo(json.dumps(doc, indent=2))
     else:
@@ -147,14 +145,18 @@ async def _once(app: App, as_json: bool, show_all: bool) -> None:
 
 
 async def _watch(app: App, show_all: bool) -> None:
-    local = control.read_state(app.cfg.data_dir)
-    if local is not None and await control.status(local) is not None:
-        node = None
-    else:
-        node, _ = await peer_source(app)
-    async with running(node) if node is not None else contextlib.nullcontext():
-        with Live(console=app.out, auto_refresh=False) as live:
-            while True:
-                doc = await _gather(app, node, local if node is None else None)
-                live.update(_table(doc, show_all), refresh=True)
-                await asyncio.sleep(1.0)
+    with Live(console=app.out, auto_refresh=False) as live:
+        while True:  # through the local node while it answers, else by browsing ourselves
+            local = control.read_state(app.cfg.data_dir)
+            if local is not None and await control.status(local) is not None:
+                while (doc := await _gather(None, local)) is not None:
+                    live.update(_table(doc, show_all), refresh=True)
+                    await asyncio.sleep(1.0)
+                continue
+            node, _ = await peer_source(app)
+            async with running(node):
+                while True:
+                    doc = await _gather(node, None)
+                    assert doc is not None  # noqa: S101
+                    live.update(_table(doc, show_all), refresh=True)
+                    await asyncio.sleep(1.0)

@@ -1,12 +1,13 @@
 # `zwalk serve`: share folders and answer peers until SIGINT/SIGTERM.
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import click
 
 from zwalk import identity
-from zwalk.app import App, run, running, until_signalled
+from zwalk.app import App, run, running, signals
 from zwalk.cli import global_options, make_app
 from zwalk.node import Node
 from zwalk.protocol import MAX_TEXT_BYTES
@@ -48,13 +49,29 @@ async def _serve(app: App, shares: list[Path]) -> None:
     cfg = app.cfg
     ident = identity.load_or_create(cfg.data_dir)
     node = Node(cfg, ident, shares=shares, discover=True, state_dir=cfg.data_dir)
-    async with running(node):
-        eps = ", ".join(e.zmq for e in node.endpoints)
-        app.info(
-            f"[bold]{node.name}[/] ({ident.short}) sharing {len(node.index)} files, "
-            f"{node.index.total_bytes:,} bytes, from {', '.join(str(s) for s in shares)}"
-        )
-        mdns = ", ".join(node.mdns_addresses)
-        app.info(f"listening on {eps}; announced over mDNS on {mdns}; Ctrl-C to leave")
-        await until_signalled()
+    main = asyncio.current_task()
+    ready = False
+
+    def on_signal() -> None:
+        # Before the node is up (the first scan can take long), stop at once; after, leave.
+        if not ready and main is not None:
+            main.cancel()
+
+    with signals(on_signal) as stop:
+        try:
+            async with running(node):
+                ready = True
+                eps = ", ".join(e.zmq for e in node.endpoints)
+                app.info(
+                    f"[bold]{node.name}[/] ({ident.short}) sharing {len(node.index)} files, "
+                    f"{node.index.total_bytes:,} bytes, from {', '.join(str(s) for s in shares)}"
+                )
+                mdns = ", ".join(node.mdns_addresses)
+                app.info(f"listening on {eps}; announced over mDNS on {mdns}; Ctrl-C to leave")
+                await stop.wait()
+        except asyncio.CancelledError:
+            if ready:
+                raise
+            app.info("stopped while starting")
+            return
     app.info("left cleanly")
