@@ -151,6 +151,20 @@ def test_ttl_check_back_and_dead_end() -> None:
     assert relay.next_step(stuck, ["s", "a"], rng) == [Ended(stuck, EndReason.DEAD_END)]
 
 
+def test_a_walker_in_a_leaf_steps_back_once_then_ends() -> None:
+    rng = random.Random(0)
+    leaf: Relay[str] = Relay("leaf")
+    w: Walk[str] = Walk(QID, Strategy.KWALK, 0, 9, 3, ("s", "a", "b", "leaf"), check_every=4)
+    [back] = leaf.next_step(w, ["b"], rng, sender="b")
+    assert isinstance(back, Forward) and back.to == "b" and back.walk.backtrack
+    b: Relay[str] = Relay("b")
+    [on] = b.next_step(back.walk, ["a", "leaf", "c"], rng, sender="leaf", first=False, checked=True)
+    assert isinstance(on, Forward) and on.to == "c" and not on.walk.backtrack
+    assert b.next_step(back.walk, ["a", "leaf"], rng, sender="leaf", checked=True) == [
+        Ended(back.walk, EndReason.DEAD_END)
+    ]
+
+
 def test_flood_forwards_to_all_but_the_sender_and_drops_duplicates() -> None:
     relay: Relay[str] = Relay("x")
     w: Walk[str] = Walk(QID, Strategy.FLOOD, 0, 2, 1, ("s",))

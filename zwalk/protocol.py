@@ -554,6 +554,7 @@ class Walk(Message):
         "pattern": text(MAX_PATTERN_BYTES, min_chars=1),
         "icase": boolean,
         "stop_on_hit": boolean,
+        "backtrack": boolean,
     }
     qid: bytes
     walker: int
@@ -567,6 +568,7 @@ class Walk(Message):
     pattern: str
     icase: bool = False
     stop_on_hit: bool = False
+    backtrack: bool = False
 
     def validate(self) -> None:
         if self.path[0] != self.origin.node:

@@ -158,6 +158,7 @@ class Walk(Generic[K]):
     path: tuple[K, ...]
     check_every: int = 0
     stop_on_hit: bool = False  # end where a hit is found (the searcher wants just one)
+    backtrack: bool = False  # this hop went back to where the walker came from
 
     def avoiding(self, nodes: Iterable[K]) -> Walk[K]:
         """This walker, told of nodes others visited (from a check-back): it goes elsewhere."""
@@ -171,7 +172,7 @@ class Walk(Generic[K]):
 
     def to(self, node: K) -> Walk[K]:
         path = self.path + (node,) if self.strategy is Strategy.KWALK else self.path
-        return replace(self, ttl=self.ttl - 1, hops=self.hops + 1, path=path)
+        return replace(self, ttl=self.ttl - 1, hops=self.hops + 1, path=path, backtrack=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,7 +243,12 @@ class Relay(Generic[K]):
         visited = set(walk.path)
         fresh = [n for n in neighbours if n not in visited and n != self.me]
         if not fresh:
-            return [Ended(walk, EndReason.DEAD_END)]
+            # A leaf, or a corner walked out: step back once to where the walker came from,
+            # which may still have neighbours to try. Stuck there too, the walker ends.
+            if walk.backtrack or sender is None or sender not in neighbours:
+                return [Ended(walk, EndReason.DEAD_END)]
+            back = replace(walk.to(sender), backtrack=True)
+            return [Forward(sender, back)]
         sent = self._sent.setdefault(walk.qid, set())
         unsent = [n for n in fresh if n not in sent]
         nxt = rng.choice(unsent or fresh)

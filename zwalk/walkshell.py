@@ -50,6 +50,7 @@ def to_policy(msg: p.Walk | p.WalkHits | p.WalkCheck | p.WalkEnd) -> Walk[bytes]
             msg.path,
             msg.check_every,
             msg.stop_on_hit,
+            msg.backtrack,
         )
     return Walk(msg.qid, Strategy.KWALK, msg.walker, 0, msg.hops, msg.path)
 
@@ -69,6 +70,7 @@ def to_wire(walk: Walk[bytes], origin: p.PeerRef, query: Query) -> p.Walk:
         pattern=query.pattern,
         icase=query.icase,
         stop_on_hit=walk.stop_on_hit,
+        backtrack=walk.backtrack,
     )
 
 
