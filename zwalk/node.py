@@ -448,9 +448,9 @@ class Node:
         """Node ids of the live peers: where a walk can go next."""
         return [m.node for m in self.membership.alive() if m.node is not None]
 
-    def link_for(self, node: bytes) -> PeerLink | None:
+    def link_for(self, node: bytes, *, alive_only: bool = True) -> PeerLink | None:
         m = self.membership.by_node(node)
-        if m is None or m.state is not State.ALIVE:
+        if m is None or (alive_only and m.state is not State.ALIVE):
             return None
         link = self.links.get(m.endpoint)
         return link if link is not None and not link.closed else None

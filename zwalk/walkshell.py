@@ -206,7 +206,12 @@ class WalkService:
         )
 
     def _origin_link(self, origin: p.PeerRef) -> PeerLink | None:
-        return self.node.link_for(origin.node) or self.node.link_to(origin)
+        # Alive, or being greeted right now (a searcher that just said hello), or met anew.
+        return (
+            self.node.link_for(origin.node)
+            or self.node.link_for(origin.node, alive_only=False)
+            or self.node.link_to(origin)
+        )
 
     def _notify(self, origin: p.PeerRef, msg: p.Message) -> None:
         if origin.node == self.node.identity.node_id:
