@@ -78,3 +78,29 @@ def test_hosts_killed_mid_walk_do_not_stall_the_search(lab: MakeLab, base: Path)
     # A missing file still ends (every walker ends or is replaced) instead of hanging.
     doc = cli_json(nodes[3].zwalk("find", "absent.bin", "--json", "--timeout", "15"))
     assert doc["status"] == "not-found" and doc["walk"]["elapsed_ms"] < 14000
+
+
+def test_flood_and_probe_find_it_too_and_a_missing_flood_ends_early(
+    lab: MakeLab, base: Path
+) -> None:
+    payload = os.urandom(10_000)
+    nodes = swarm(lab(5), base, 5, holder=4, payload=payload)
+    for strategy in ("flood", "probe"):
+        doc = cli_json(
+            nodes[0].zwalk(
+                "find",
+                "needle.bin",
+                "--json",
+                "--strategy",
+                strategy,
+                "--ttl",
+                "1",
+                "--no-download",
+            )
+        )
+        assert doc["status"] == "found" and doc["walk"]["strategy"] == strategy
+        assert doc["hits"][0]["holders"][0]["node"] == nodes[4].node
+    doc = cli_json(
+        nodes[1].zwalk("find", "absent.bin", "--json", "--strategy", "flood", "--timeout", "20")
+    )
+    assert doc["status"] == "not-found" and doc["walk"]["elapsed_ms"] < 5000

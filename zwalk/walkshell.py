@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 HANDOVER_TIMEOUT = 1.0  # seconds for the next hop to acknowledge a walk before another is tried
 HANDOVER_TRIES = 3
+FLOOD_QUIET = 1.0  # seconds without a report after which a flood search is over
 MAX_RELAYS = 256  # query copies relayed at once; beyond, a hand-over is refused as busy
 
 AnySearch = KWalkSearch[bytes] | FloodSearch[bytes]
@@ -311,14 +312,18 @@ class WalkService:
             on_start(s)
         try:
             self._launch(run, s.start(now))
+            last = time.monotonic()
             while not s.done(time.monotonic()):
                 run.changed.clear()
                 wait = max(0.001, min(0.25, s.deadline - time.monotonic()))
                 try:
                     async with asyncio.timeout(wait):
                         await run.changed.wait()
+                    last = time.monotonic()
                 except TimeoutError:
-                    pass
+                    # A flood sends no end notices: once nothing has come for a while, it is over.
+                    if isinstance(s, FloodSearch) and time.monotonic() - last >= FLOOD_QUIET:
+                        s.done(time.monotonic(), quiet=True)
         finally:
             self.running.pop(qid, None)
         return s
