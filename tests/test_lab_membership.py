@@ -41,9 +41,10 @@ def test_every_node_sees_every_other_and_a_late_node_appears(lab: MakeLab, base:
         wait_until(sees_exactly(n, [o for o in nodes if o is not n]), timeout=10)
 
     # The inspection tool says the same, through each host's running node. (A peer's file count
-    # comes with its pong: a node met before its index was built shows 0 files for a moment.)
+    # comes with hello-ok and pongs: a node met before its index was built shows 0 files until
+    # its next pong, at the latest after the membership's 10 s refresh.)
     for n in nodes:
-        wait_until(lambda n=n: all(m.files == 1 for m in n.members()), timeout=5)
+        wait_until(lambda n=n: all(m.files == 1 for m in n.members()), timeout=15, step=0.2)
         doc = cli_json(n.zwalk("peers", "--json"))
         assert doc["via"] == "local-node" and doc["self"]["node"] == n.node
         rows = [r for r in doc["peers"] if r["state"] == "alive"]
