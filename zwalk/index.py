@@ -70,6 +70,9 @@ class Index:
         return self._by_cid.get(cid)
 
     def search(self, query: Query, limit: int = p.MAX_HITS) -> list[FileEntry]:
+        if query.kind is p.QueryKind.CID:  # a content id is a key, not a scan
+            entry = self._by_cid.get(p.cid_from_text(query.pattern))
+            return [entry] if entry is not None else []
         # One hit per content id: the same bytes under two paths are one thing to fetch.
         out: dict[bytes, FileEntry] = {}
         for e in self.entries:

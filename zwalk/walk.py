@@ -43,7 +43,51 @@ class Found(Generic[K]):
     holders: dict[K, str] = field(default_factory=dict)  # peer -> its relative path
 
 
-class ProbeSearch(Generic[K]):
+class Outcome(Generic[K]):
+    """What every searcher adds up: distinct hits (by content id) with their holders, the trace,
+    and when the first hit came. Subclasses set these attributes in their constructors."""
+
+    found: dict[bytes, Found[K]]
+    trace: list[Hop[K]]
+    want: int
+    started: float
+    ended_at: float | None
+    first_hit_hops: int | None
+    first_hit_at: float | None
+
+    def _add_hits(self, at: K, hits: list[p.Hit], hops: int, now: float, latency: float) -> None:
+        for h in hits:
+            f = self.found.setdefault(h.cid, Found(cid=h.cid, name=h.name, size=h.size))
+            f.holders.setdefault(at, h.path)
+        self.trace.append(Hop(at, latency, Verdict.HIT if hits else Verdict.MISS, len(hits)))
+        if hits and self.first_hit_hops is None:
+            self.first_hit_hops = hops
+            self.first_hit_at = now
+
+    @property
+    def satisfied(self) -> bool:
+        return len(self.found) >= self.want
+
+    def elapsed(self, now: float) -> float:
+        return (self.ended_at if self.ended_at is not None else now) - self.started
+
+    def ranked(self) -> list[Found[K]]:
+        """Best first: most holders (fastest to fetch), then name, then content id."""
+        return sorted(self.found.values(), key=lambda f: (-len(f.holders), f.name, f.cid))
+
+
+class WalkOutcome(Outcome[K]):
+    """Outcome of a search whose copies travel on by themselves (kwalk, flood)."""
+
+    visited: set[K]
+    known: int
+
+    @property
+    def coverage(self) -> float:
+        return min(1.0, len(self.visited) / self.known) if self.known else 0.0
+
+
+class ProbeSearch(Outcome[K]):
     def __init__(
         self,
         peers: Iterable[K],
@@ -63,6 +107,7 @@ class ProbeSearch(Generic[K]):
         self.trace: list[Hop[K]] = []
         self.messages = 0
         self.first_hit_hops: int | None = None
+        self.first_hit_at: float | None = None
         self._pending: dict[K, float] = {}
         self.ended_at: float | None = None
 
@@ -93,13 +138,7 @@ class ProbeSearch(Generic[K]):
         sent = self._pending.pop(peer, None)
         if sent is None:
             return  # late or unsolicited: ignored
-        hits = list(hits)
-        for h in hits:
-            f = self.found.setdefault(h.cid, Found(cid=h.cid, name=h.name, size=h.size))
-            f.holders.setdefault(peer, h.path)
-        self.trace.append(Hop(peer, now - sent, Verdict.HIT if hits else Verdict.MISS, len(hits)))
-        if hits and self.first_hit_hops is None:
-            self.first_hit_hops = len(self.trace)
+        self._add_hits(peer, list(hits), len(self.trace) + 1, now, now - sent)
 
     def on_failure(self, peer: K, now: float, *, timeout: bool) -> None:
         sent = self._pending.pop(peer, None)
@@ -114,13 +153,6 @@ class ProbeSearch(Generic[K]):
     @property
     def coverage(self) -> float:
         return self.visited / self.known if self.known else 0.0
-
-    def elapsed(self, now: float) -> float:
-        return (self.ended_at if self.ended_at is not None else now) - self.started
-
-    def ranked(self) -> list[Found[K]]:
-        """Best first: most holders (fastest to fetch), then name, then content id."""
-        return sorted(self.found.values(), key=lambda f: (-len(f.holders), f.name, f.cid))
 
 
 # --- random walks and flooding ------------------------------------------------------------------
@@ -256,7 +288,7 @@ class Relay(Generic[K]):
         return [Forward(nxt, walk.to(nxt))]
 
 
-class KWalkSearch(Generic[K]):
+class KWalkSearch(WalkOutcome[K]):
     """The searcher's side of a k-walker random walk (Lv et al. 2002), with walkers added
     while nothing is found (as Gnutella's dynamic querying widens a search): it starts with
     `initial` walkers and doubles them, up to `walkers`, at a check-back or a walker's end once
@@ -386,15 +418,8 @@ class KWalkSearch(Generic[K]):
     def on_hits(
         self, walk: Walk[K], at: K, hits: Iterable[p.Hit], now: float, latency: float = 0.0
     ) -> None:
-        hits = list(hits)
         self._progress(walk, at)
-        for h in hits:
-            f = self.found.setdefault(h.cid, Found(cid=h.cid, name=h.name, size=h.size))
-            f.holders.setdefault(at, h.path)
-        self.trace.append(Hop(at, latency, Verdict.HIT if hits else Verdict.MISS, len(hits)))
-        if hits and self.first_hit_hops is None:
-            self.first_hit_hops = walk.hops
-            self.first_hit_at = now
+        self._add_hits(at, list(hits), walk.hops, now, latency)
 
     def on_check(self, walk: Walk[K], at: K, now: float) -> tuple[bool, list[Forward[K]]]:
         """A walker asks whether to go on; the answer, and any walkers to add."""
@@ -425,10 +450,6 @@ class KWalkSearch(Generic[K]):
         return self._launch(1)
 
     # --- state ------------------------------------------------------------------------------------
-    @property
-    def satisfied(self) -> bool:
-        return len(self.found) >= self.want
-
     def done(self, now: float) -> bool:
         if self.ended_at is None and (
             self.satisfied
@@ -445,18 +466,8 @@ class KWalkSearch(Generic[K]):
             self.ended_at = now
         return self.ended_at is not None
 
-    @property
-    def coverage(self) -> float:
-        return min(1.0, len(self.visited) / self.known) if self.known else 0.0
 
-    def elapsed(self, now: float) -> float:
-        return (self.ended_at if self.ended_at is not None else now) - self.started
-
-    def ranked(self) -> list[Found[K]]:
-        return sorted(self.found.values(), key=lambda f: (-len(f.holders), f.name, f.cid))
-
-
-class FloodSearch(Generic[K]):
+class FloodSearch(WalkOutcome[K]):
     """The searcher's side of flooding: every neighbour gets the query with a TTL; each node
     forwards it to all its neighbours but the sender and drops duplicates. For comparison."""
 
@@ -496,32 +507,11 @@ class FloodSearch(Generic[K]):
     def on_hits(
         self, walk: Walk[K], at: K, hits: Iterable[p.Hit], now: float, latency: float = 0.0
     ) -> None:
-        hits = list(hits)
         self.visited.add(at)
-        for h in hits:
-            f = self.found.setdefault(h.cid, Found(cid=h.cid, name=h.name, size=h.size))
-            f.holders.setdefault(at, h.path)
-        self.trace.append(Hop(at, latency, Verdict.HIT if hits else Verdict.MISS, len(hits)))
-        if hits and self.first_hit_hops is None:
-            self.first_hit_hops = walk.hops
-            self.first_hit_at = now
-
-    @property
-    def satisfied(self) -> bool:
-        return len(self.found) >= self.want
+        self._add_hits(at, list(hits), walk.hops, now, latency)
 
     def done(self, now: float, *, quiet: bool = False) -> bool:
         """`quiet`: the caller knows no copy is still travelling (the simulator does)."""
         if self.ended_at is None and (self.satisfied or now >= self.deadline or quiet):
             self.ended_at = now
         return self.ended_at is not None
-
-    @property
-    def coverage(self) -> float:
-        return min(1.0, len(self.visited) / self.known) if self.known else 0.0
-
-    def elapsed(self, now: float) -> float:
-        return (self.ended_at if self.ended_at is not None else now) - self.started
-
-    def ranked(self) -> list[Found[K]]:
-        return sorted(self.found.values(), key=lambda f: (-len(f.holders), f.name, f.cid))
