@@ -239,3 +239,21 @@ def test_no_more_walkers_once_everything_known_was_visited() -> None:
     w = Walk(QID, Strategy.KWALK, f.walk.walker, 60, 3, ("s", "a", "b", "c"), 4)
     assert s.on_end(w, "c", EndReason.DEAD_END, 0.1) == []  # all 3 visited: no widening
     assert s.done(0.1) and s.coverage == 1.0 and s.launched == 1
+
+
+def test_a_walker_stuck_at_a_dead_end_is_replaced_but_not_forever() -> None:
+    s = kwalk(nbrs=tuple("abcd"), walkers=2, known=100)
+    first = s.start(0)
+    ends = 0
+    while s.active:
+        walker = min(s.active)
+        w = Walk(QID, Strategy.KWALK, walker, 60, 2, ("s", "a"), 4)
+        again = s.on_end(w, "a", EndReason.DEAD_END, 0.1 * ends)
+        ends += 1
+        assert len(again) <= 1 and len(s.active) <= 2  # one for one: never more than 2 out
+    assert len(first) == 2 and s.launched == 4 and ends == 4  # 2 places, filled twice each
+    assert s.done(1.0) and not s.found
+    walker_ttl = kwalk(nbrs=tuple("abcd"), walkers=2, known=100)
+    f = walker_ttl.start(0)[0]
+    spent = Walk(QID, Strategy.KWALK, f.walk.walker, 0, 64, ("s", "a"), 4)
+    assert walker_ttl.on_end(spent, "a", EndReason.TTL, 1.0) == []  # its budget is spent

@@ -4,8 +4,9 @@
 Every node runs a `Relay`; the searcher runs a `KWalkSearch`, `FloodSearch` or `ProbeSearch`.
 This script only plays the network, as zwalk/walkshell.py does over sockets: it delivers each
 query copy one hop after it was sent (a simulated clock, one unit per hop), answers a check-back
-at once from the searcher (with the nodes other walkers visited, `avoid_for`), tells the searcher
-about hits and ended walkers at once, keeps a walk's path to MAX_PATH node ids as the wire does,
+from the searcher once the tick's other copies have arrived (so a hit found at the same hop counts;
+the answer names the nodes other walkers visited, `avoid_for`), tells the searcher about hits and
+ended walkers at once, keeps a walk's path to MAX_PATH node ids as the wire does,
 and counts messages the same way for every strategy:
 
   one message   each query copy sent from one node to another (flood duplicates included,
@@ -467,7 +468,55 @@ def run_query(w: Workload, q: int, s: StrategySpec, rng: random.Random) -> Query
         relays[origin] = Relay(origin)
         relays[origin].arrive(start[0].walk)
     launch(start, 0)
-    while wire:
+    # Check-backs are answered once every copy due at their tick has arrived: a hit report and a
+    # check-back sent at the same hop reach the searcher together, and which one the searcher
+    # reads first must not hang on the order of this queue.
+    asking: deque[tuple[int, int, int, CheckBack[int], bool, bool]] = deque()
+
+    def act(
+        todo: list[RelayAction[int]], now: int, sender: int, at: int, first: bool, found: bool
+    ) -> None:
+        nonlocal messages
+        for a in todo:
+            if isinstance(a, Forward):
+                wire.append((now + 1, at, a.to, on_the_wire(a.walk)))
+                messages += 1
+            elif isinstance(a, CheckBack):
+                asking.append((now, sender, at, a, first, found))
+            elif isinstance(a, Ended):
+                assert isinstance(searcher, KWalkSearch)  # noqa: S101 - floods end silently
+                launch(searcher.on_end(a.walk, at, a.reason, float(now)), now)
+
+    while wire or asking:
+        if asking and (not wire or wire[0][0] > asking[0][0]):
+            now, sender, at, check, first, found_here = asking.popleft()
+            assert isinstance(searcher, KWalkSearch)  # noqa: S101 - only walkers check back
+            messages += 1
+            checks += 1
+            go, more = searcher.on_check(check.walk, at, float(now))
+            launch(more, now)
+            if not go:
+                launch(searcher.on_end(check.walk, at, EndReason.STOPPED, float(now)), now)
+                continue
+            # the answer names nodes other walkers visited, as the node's shell does
+            told = check.walk.avoiding(searcher.avoid_for(check.walk)[: p.MAX_PATH])
+            act(
+                relays[at].next_step(
+                    told,
+                    adj[at],
+                    rng,
+                    sender=sender,
+                    first=first,
+                    checked=True,
+                    found_here=found_here,
+                ),
+                now,
+                sender,
+                at,
+                first,
+                found_here,
+            )
+            continue
         now, sender, at, walk = wire.popleft()
         relay = relays.get(at)
         if relay is None:
@@ -480,36 +529,14 @@ def run_query(w: Workload, q: int, s: StrategySpec, rng: random.Random) -> Query
             if not searcher.found:
                 visited_to_first_hit = len(visited)
             searcher.on_hits(walk, at, hit, float(now))
-        todo: list[RelayAction[int]] = relay.next_step(
-            walk, adj[at], rng, sender=sender, first=first, found_here=found_here
+        act(
+            relay.next_step(walk, adj[at], rng, sender=sender, first=first, found_here=found_here),
+            now,
+            sender,
+            at,
+            first,
+            found_here,
         )
-        while todo:
-            act = todo.pop()
-            if isinstance(act, Forward):
-                wire.append((now + 1, at, act.to, on_the_wire(act.walk)))
-                messages += 1
-            elif isinstance(act, CheckBack):
-                assert isinstance(searcher, KWalkSearch)  # noqa: S101 - only walkers check back
-                messages += 1
-                checks += 1
-                go, more = searcher.on_check(act.walk, at, float(now))
-                launch(more, now)
-                if go:  # the answer names nodes other walkers visited, as the node's shell does
-                    told = act.walk.avoiding(searcher.avoid_for(act.walk)[: p.MAX_PATH])
-                    todo += relay.next_step(
-                        told,
-                        adj[at],
-                        rng,
-                        sender=sender,
-                        first=first,
-                        checked=True,
-                        found_here=found_here,
-                    )
-                else:
-                    launch(searcher.on_end(act.walk, at, EndReason.STOPPED, float(now)), now)
-            elif isinstance(act, Ended):
-                assert isinstance(searcher, KWalkSearch)  # noqa: S101 - floods end silently
-                launch(searcher.on_end(act.walk, at, act.reason, float(now)), now)
     ended = (
         {str(r): c for r, c in searcher.ended.items()} if isinstance(searcher, KWalkSearch) else {}
     )

@@ -342,6 +342,7 @@ class KWalkSearch(WalkOutcome[K]):
         self.hops: dict[int, int] = {}  # walker -> most hops it is known to have made
         self.launched = 0
         self.lost = 0  # walkers whose first hand-over failed (they do not count)
+        self.stuck = 0  # walkers ended at a dead end (their place is free again)
         self.checks = 0
         self.first_hit_hops: int | None = None
         self.first_hit_at: float | None = None
@@ -355,12 +356,7 @@ class KWalkSearch(WalkOutcome[K]):
 
     def _launch(self, count: int) -> list[Forward[K]]:
         out: list[Forward[K]] = []
-        while (
-            count > 0
-            and self.launched - self.lost < self.max_walkers
-            and self.launched < 2 * self.max_walkers  # lost ones are replaced, not forever
-            and self._first_hops
-        ):
+        while count > 0 and self._can_launch:
             # Distinct first hops, not yet visited, while there are enough; then from the top.
             fresh = [n for n in self._first_hops if n not in self.visited] or self._first_hops
             n = fresh[self.launched % len(fresh)]
@@ -383,6 +379,14 @@ class KWalkSearch(WalkOutcome[K]):
         return out
 
     @property
+    def _can_launch(self) -> bool:
+        return (
+            self.launched - self.lost - self.stuck < self.max_walkers
+            and self.launched < 2 * self.max_walkers  # replacements, but not forever
+            and bool(self._first_hops)
+        )
+
+    @property
     def covered(self) -> bool:
         """Every node the searcher knows of has been visited: more walkers would find nothing."""
         if self._known_given:
@@ -390,7 +394,7 @@ class KWalkSearch(WalkOutcome[K]):
         return bool(self._neighbour_set) and self._neighbour_set <= self.visited
 
     def _widen(self) -> list[Forward[K]]:
-        walkers = self.launched - self.lost
+        walkers = self.launched - self.lost - self.stuck
         if self.found or self.covered or walkers >= self.max_walkers:
             return []
         if sum(self.hops.values()) < self.widen_hops * walkers:
@@ -433,6 +437,8 @@ class KWalkSearch(WalkOutcome[K]):
         if walk.walker in self.active:
             self.active.discard(walk.walker)
             self.ended[reason] += 1
+            if reason is EndReason.DEAD_END:
+                self.stuck += 1
         if reason in (EndReason.STOPPED, EndReason.FOUND):
             return []
         # A walker that could not go on frees its place: replace it, widening if due.
@@ -454,14 +460,7 @@ class KWalkSearch(WalkOutcome[K]):
         if self.ended_at is None and (
             self.satisfied
             or now >= self.deadline
-            or (
-                not self.active
-                and (
-                    self.launched - self.lost >= self.max_walkers
-                    or not self._first_hops
-                    or self.covered
-                )
-            )
+            or (not self.active and (not self._can_launch or self.covered))
         ):
             self.ended_at = now
         return self.ended_at is not None
