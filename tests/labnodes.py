@@ -50,10 +50,14 @@ class LabNode:
     def share(self) -> Path:
         return self.base / f"h{self.host}" / "share"
 
-    def zwalk(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        """Run a zwalk command on this host, on its address and with its data dir."""
-        (self.base / f"h{self.host}").mkdir(parents=True, exist_ok=True)
-        cmd = [
+    @property
+    def home(self) -> Path:
+        """The folder commands run in (downloads land in its `downloaded/`)."""
+        return self.base / f"h{self.host}"
+
+    def _cmd(self, args: tuple[str, ...]) -> list[str]:
+        self.home.mkdir(parents=True, exist_ok=True)
+        return [
             sys.executable,
             "-m",
             "zwalk",
@@ -63,7 +67,21 @@ class LabNode:
             "--data-dir",
             str(self.data),
         ]
-        return self.lab.run(self.host, cmd, timeout=timeout, cwd=self.base / f"h{self.host}")
+
+    def zwalk(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        """Run a zwalk command on this host, on its address and with its data dir."""
+        return self.lab.run(self.host, self._cmd(args), timeout=timeout, cwd=self.home)
+
+    def zwalk_bg(self, *args: str) -> subprocess.Popen[str]:
+        """Start a zwalk command on this host without waiting (stdout and stderr piped)."""
+        return self.lab.spawn(  # type: ignore[return-value]
+            self.host,
+            self._cmd(args),
+            cwd=self.home,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
 
     def start_with(self, interface_args: list[str]) -> LabNode:
         """Start with other interface arguments than the host's LAN address."""

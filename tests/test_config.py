@@ -21,14 +21,14 @@ def test_values_and_relative_paths(tmp_path: Path) -> None:
         "[node]\nname = box\nport = 0\ninterfaces = 127.0.0.1, lo\ndata_dir = state\n"
         "[share]\npaths = music, /srv/isos\nchunk_size = 65536\n"
         "[peers]\nstatic = 10.0.0.2:47474,\n  host.lan:1\n"
-        "[find]\ntimeout = 2.5\n[transfer]\nwindow = 4\n"
+        "[find]\ntimeout = 2.5\n[transfer]\nwindow = 8388608\n"
     )
     cfg = c.load(f)
     assert (cfg.name, cfg.port, cfg.interfaces) == ("box", 0, ("127.0.0.1", "lo"))
     assert cfg.data_dir == tmp_path / "state"
     assert cfg.shares == (tmp_path / "music", Path("/srv/isos"))
     assert cfg.peers == (c.Endpoint("10.0.0.2", 47474), c.Endpoint("host.lan", 1))
-    assert (cfg.chunk_size, cfg.find_timeout, cfg.window) == (65536, 2.5, 4)
+    assert (cfg.chunk_size, cfg.find_timeout, cfg.window) == (65536, 2.5, 8 << 20)
 
 
 @pytest.mark.parametrize(
@@ -42,6 +42,8 @@ def test_values_and_relative_paths(tmp_path: Path) -> None:
         ("[peers]\nstatic = nohostport\n", "HOST:PORT"),
         ("[find]\ntimeout = 0\n", "greater than"),
         ("[transfer]\nwindow = 0\n", "window"),
+        ("[transfer]\nframe_size = 1\n", "frame_size"),
+        ("[transfer]\nmax_window = 1048576\n", "max_window"),
         ("not an ini file", "cannot read"),
     ],
 )

@@ -144,9 +144,14 @@ class CorruptingNode(Node):
 
     async def answer(self, msg: p.Message, sender: bytes = b"") -> p.Message:
         reply = await super().answer(msg, sender)
-        if isinstance(reply, p.Chunks) and reply.index in self.corrupt:
+        if isinstance(reply, p.Chunks):
+            entry = self.index.by_cid(reply.cid)
+            assert entry is not None
+            cs = entry.chunk_size
             data = bytearray(reply.payload)
-            data[len(data) // 2] ^= 0xFF
+            for k in range(reply.count):  # a frame holds several chunks
+                if reply.index + k in self.corrupt:
+                    data[k * cs + min(cs, len(data) - k * cs) // 2] ^= 0xFF
             reply = replace(reply, payload=bytes(data))
         return reply
 
@@ -202,6 +207,14 @@ async def test_corrupted_chunk_is_rejected_and_never_written(tmp_path: Path) -> 
             assert kept[span] in (data[span], bytes(p.MIN_CHUNK_SIZE))
 
 
+def _small_frames(tmp: Path) -> list[str]:
+    """A config with frames of 4 chunks of 16 KiB, so that a small file makes several frames
+    and every source gets some."""
+    ini = tmp / "small-frames.ini"
+    ini.write_text("[transfer]\nframe_size = 65536\nwindow = 131072\nmax_window = 262144\n")
+    return ["--config", str(ini)]
+
+
 async def test_corrupting_source_is_excluded_and_the_honest_one_completes(tmp_path: Path) -> None:
     data = os.urandom(24 * p.MIN_CHUNK_SIZE + 99)
     nodes = []
@@ -212,7 +225,9 @@ async def test_corrupting_source_is_excluded_and_the_honest_one_completes(tmp_pa
         nodes.append(cls(_node_cfg(tmp_path, name), identity.ephemeral(), shares=[share]))
     async with running(nodes[0]), running(nodes[1]):
         peers = [a for n in nodes for a in ("--peer", str(n.endpoints[0]))]
-        code, out, err = await _find(tmp_path, "file.bin", "--all", *peers, "--out", "dl", "--json")
+        code, out, err = await _find(
+            tmp_path, "file.bin", "--all", *peers, *_small_frames(tmp_path), "--out", "dl", "--json"
+        )
     assert code == 0, err
     assert (tmp_path / "dl" / "file.bin").read_bytes() == data
     d = json.loads(out)["download"]
@@ -319,3 +334,65 @@ def test_a_static_peer_named_by_host_name_does_not_break_hellos(
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "dl" / "a.txt").read_bytes() == b"from a"
     assert "Traceback" not in a.log.read_text()
+
+
+class LyingNode(Node):
+    """Shares the real file (so searches find its content id), but its chunk hash list and its
+    chunks describe other bytes of the same size: every chunk checks out against the list."""
+
+    async def answer(self, msg: p.Message, sender: bytes = b"") -> p.Message:
+        reply = await super().answer(msg, sender)
+        if isinstance(reply, p.FileInfo):
+            fake, cs = _fake(reply.size), reply.chunk_size
+            n = p.chunk_count(reply.size, cs)
+            hashes = b"".join(blake3.blake3(fake[i * cs : (i + 1) * cs]).digest() for i in range(n))
+            return replace(reply, hashes=hashes)
+        if isinstance(reply, p.Chunks):
+            entry = self.index.by_cid(reply.cid)
+            assert entry is not None
+            offset = reply.index * entry.chunk_size
+            return replace(reply, payload=_fake(entry.size)[offset : offset + len(reply.payload)])
+        return reply
+
+
+def _fake(size: int) -> bytes:
+    return blake3.blake3(b"not the real thing").digest(length=size)
+
+
+async def _lab_of(tmp: Path, data: bytes, kinds: list[tuple[str, type[Node]]]) -> list[Node]:
+    nodes = []
+    for name, cls in kinds:
+        share = tmp / f"{name}-share"
+        share.mkdir()
+        (share / "file.bin").write_bytes(data)
+        nodes.append(cls(_node_cfg(tmp, name), identity.ephemeral(), shares=[share]))
+    return nodes
+
+
+async def test_a_lying_hash_list_never_gets_its_data_placed(tmp_path: Path) -> None:
+    data = os.urandom(10 * p.MIN_CHUNK_SIZE + 5)
+    [liar] = await _lab_of(tmp_path, data, [("liar", LyingNode)])
+    async with running(liar):
+        code, out, err = await _find(
+            tmp_path, "file.bin", "--peer", str(liar.endpoints[0]), "--out", "dl", "--json"
+        )
+    assert code == 3, err
+    doc = json.loads(out)
+    assert "do not add up to the content id" in " ".join(doc["errors"])
+    assert list((tmp_path / "dl").iterdir()) == []  # no file, no .part, no progress record
+
+
+async def test_the_largest_group_lies_and_the_honest_holder_still_delivers(tmp_path: Path) -> None:
+    data = os.urandom(10 * p.MIN_CHUNK_SIZE + 5)
+    kinds = [("liar1", LyingNode), ("liar2", LyingNode), ("honest", Node)]
+    nodes = await _lab_of(tmp_path, data, kinds)
+    async with running(nodes[0]), running(nodes[1]), running(nodes[2]):
+        peers = [a for n in nodes for a in ("--peer", str(n.endpoints[0]))]
+        code, out, err = await _find(tmp_path, "file.bin", "--all", *peers, "--out", "dl", "--json")
+    assert code == 0, err
+    assert (tmp_path / "dl" / "file.bin").read_bytes() == data
+    d = json.loads(out)["download"]
+    # the two liars agree with each other, so their list was tried first, then dropped
+    assert sum("do not add up" in v for k, v in d["excluded"].items() if "liar" in k) == 2
+    assert all("honest" in s for s in d["sources"])
+    assert sorted(x.name for x in (tmp_path / "dl").iterdir()) == ["file.bin"]

@@ -1,91 +1,236 @@
-# The chunk scheduler, driven by hand: windows, verification verdicts, failures, completion.
+# The chunk scheduler, driven by hand with a fake clock: frames, byte windows and their
+# adaptation, verification verdicts, failures and retries, end-game, resume, completion.
 from __future__ import annotations
 
+import random
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from zwalk import protocol as p
-from zwalk.transfer import ChunkScheduler
+from zwalk.transfer import ChunkScheduler, Request
 
 CS = p.MIN_CHUNK_SIZE
+FRAME = 4 * CS  # four chunks a frame in these tests
 
 
 def info(chunks: int, tail: int = 0) -> p.FileInfo:
     size = chunks * CS + tail
     n = p.chunk_count(size, CS)
-    return p.FileInfo(
-        req=0,
-        cid=b"\1" * 32,
-        size=size,
-        chunk_size=CS,
-        hashes=bytes(range(n)) * 32 if n < 256 else b"\0" * 32 * n,
-    )
+    return p.FileInfo(req=0, cid=b"\1" * 32, size=size, chunk_size=CS, hashes=b"\0" * 32 * n)
 
 
-def test_windows_are_filled_round_robin_and_refilled() -> None:
-    s = ChunkScheduler(info(10), ["a", "b"], window=3, timeout=5)
+def sched(chunks: int, sources: list[str], tail: int = 0, **kw: object) -> ChunkScheduler[str]:
+    opts: dict[str, object] = {"frame_bytes": FRAME, "window": 2 * FRAME, "timeout": 5.0}
+    opts.update(kw)
+    return ChunkScheduler(info(chunks, tail), sources, **opts)  # type: ignore[arg-type]
+
+
+def chunks_of(r: Request[str]) -> list[int]:
+    return list(range(r.index, r.index + r.count))
+
+
+def test_frames_are_runs_of_chunks_and_windows_are_bytes_filled_round_robin() -> None:
+    s = sched(40, ["a", "b"])
     first = s.requests(0)
-    assert len(first) == 6
-    assert sorted(i for _, i in first) == list(range(6))
-    assert {src for src, _ in first} == {"a", "b"}
-    assert s.requests(0) == []  # windows full
-    src, i = first[0]
-    s.on_good(src, i, 1)
-    again = s.requests(1)
-    assert again == [(src, 6)]
+    assert [(r.source, r.index, r.count) for r in first] == [
+        ("a", 0, 4),
+        ("b", 4, 4),
+        ("a", 8, 4),
+        ("b", 12, 4),
+    ]
+    assert s.requests(0) == []  # both windows (2 frames) full
+    s.on_frame("a", 0, range(4), now=1)
+    assert s.requests(1) == [Request("a", 16, 4)]
 
 
-def test_last_chunk_is_short() -> None:
-    s = ChunkScheduler(info(2, tail=100), ["a"], window=8, timeout=5)
-    assert s.count == 3 and s.span(2) == (2 * CS, 100)
+def test_the_last_frame_and_chunk_are_short() -> None:
+    s = sched(5, ["a"], tail=100)
+    assert s.count == 6 and s.span(5) == (5 * CS, 100) and s.span(4, 4) == (4 * CS, CS + 100)
+    assert [(r.index, r.count) for r in s.requests(0)] == [(0, 4), (4, 2)]
 
 
 def test_completion_and_byte_counts() -> None:
-    s = ChunkScheduler(info(3, tail=7), ["a"], window=8, timeout=5)
-    for src, i in s.requests(0):
-        s.on_good(src, i, 0)
-    assert s.complete and s.bytes_done == 3 * CS + 7
-    assert s.sources["a"].good == 4
+    s = sched(3, ["a"], tail=7)
+    for r in s.requests(0):
+        assert s.on_frame(r.source, r.index, chunks_of(r), now=0) == chunks_of(r)
+    assert s.complete and s.bytes_done == 3 * CS + 7 and s.sources["a"].good == 4
 
 
-def test_bad_chunk_excludes_the_source_and_its_work_goes_to_others() -> None:
-    s = ChunkScheduler(info(6), ["liar", "honest"], window=2, timeout=5)
+def test_a_bad_chunk_excludes_the_source_and_its_work_goes_to_others() -> None:
+    s = sched(24, ["liar", "honest"])
     reqs = s.requests(0)
-    liar_chunks = [i for src, i in reqs if src == "liar"]
-    s.on_bad("liar", liar_chunks[0], "hash mismatch", 1)
-    assert s.sources["liar"].excluded and "hash mismatch" in s.sources["liar"].excluded
-    assert not s.accepts("liar", liar_chunks[1])
-    for src, i in reqs:
-        if src == "honest":
-            s.on_good(src, i, 1)
+    liar = [r for r in reqs if r.source == "liar"]
+    # chunk 1 of its first frame is bad; the others in the frame were fine and count
+    s.on_frame("liar", liar[0].index, [0, 2, 3], [1], now=1)
+    assert s.sources["liar"].excluded == "sent bad data for chunk 1: hash mismatch"
+    assert s.done_chunks == {0, 2, 3}
+    assert not s.accepts("liar", liar[1].index)  # its other frame is not awaited any more
+    now = 2.0
+    pending = [r for r in reqs if r.source == "honest"]
     while not s.complete:
-        batch = s.requests(2)
-        assert batch and all(src == "honest" for src, _ in batch)
-        for src, i in batch:
-            s.on_good(src, i, 2)
-    assert s.sources["liar"].good == 0 and not s.stuck
+        pending += s.requests(now)
+        r = pending.pop(0)
+        assert r.source == "honest"
+        s.on_frame(r.source, r.index, chunks_of(r), now=now)
+        now += 1
+    assert s.sources["liar"].good == 3 and not s.stuck
 
 
-def test_every_source_failing_means_stuck() -> None:
-    s = ChunkScheduler(info(4), ["a", "b"], window=1, timeout=5)
-    for src, i in s.requests(0):
-        s.on_failure(src, i, "timed out", 5)
+def test_a_failing_source_backs_off_is_retried_and_dropped_after_three_in_a_row() -> None:
+    s = sched(40, ["a", "b"], retry_after=1.0)
+    reqs = s.requests(0)
+    a_frames = [r.index for r in reqs if r.source == "a"]
+    s.on_failure("a", a_frames[0], "timed out", 5)
+    s.on_failure("a", a_frames[1], "timed out", 5)  # the same incident: already released
+    assert s.sources["a"].failures == 1 and s.sources["a"].retry_at == 6.0
+    assert all(r.source == "b" for r in s.requests(5.5))
+    assert s.next_deadline() == 5.0  # b's frames, sent at 0
+    back = s.requests(6.0)
+    assert [r.source for r in back] == ["a", "a"]  # a's frames went back to the queue first
+    assert {r.index for r in back} == set(a_frames)
+    s.on_failure("a", back[0].index, "gone", 6.5)
+    assert s.sources["a"].retry_at == 8.5  # twice as long
+    s.on_failure("a", s.requests(8.5)[0].index, "gone", 9)
+    assert s.sources["a"].excluded == "gone (3 times in a row)"
+    assert not s.stuck  # b is still there
+
+
+def test_a_good_frame_resets_the_failure_count() -> None:
+    s = sched(40, ["a"], retry_after=1.0)
+    s.on_failure("a", s.requests(0)[0].index, "timed out", 1)
+    r = s.requests(2)[0]
+    s.on_frame("a", r.index, chunks_of(r), now=2.1, rtt=0.1)
+    assert s.sources["a"].failures == 0
+
+
+def test_every_source_dropped_means_stuck() -> None:
+    s = sched(8, ["a", "b"], max_failures=1)
+    for r in s.requests(0):
+        s.on_failure(r.source, r.index, "timed out", 5)
     assert s.stuck and not s.complete
-    assert s.failure_reasons() == {"a": "timed out", "b": "timed out"}
+    assert s.failure_reasons() == {
+        "a": "timed out (1 times in a row)",
+        "b": "timed out (1 times in a row)",
+    }
     assert s.requests(6) == []
 
 
 def test_overdue_and_deadline() -> None:
-    s = ChunkScheduler(info(2), ["a"], window=2, timeout=5)
+    s = sched(8, ["a"])
     s.requests(1.0)
     assert s.next_deadline() == 6.0
     assert s.overdue(5.9) == []
-    assert sorted(s.overdue(6.0)) == [("a", 0), ("a", 1)]
+    assert [(r.index, r.count) for r in s.overdue(6.0)] == [(0, 4), (4, 4)]
 
 
-def test_chunks_already_held_are_not_requested() -> None:
-    s = ChunkScheduler(info(4), ["a"], window=8, timeout=5, have=[0, 2, 99])
-    assert sorted(i for _, i in s.requests(0)) == [1, 3]
-    assert s.bytes_done == 2 * CS
+def test_chunks_already_held_are_not_requested_and_holes_make_short_frames() -> None:
+    s = sched(8, ["a"], have=[0, 2, 3, 99], window=4 * FRAME)
+    assert [(r.index, r.count) for r in s.requests(0)] == [(1, 1), (4, 4)]
+    assert s.bytes_done == 3 * CS
 
 
 def test_empty_file_is_complete_at_once() -> None:
-    s = ChunkScheduler(info(0), ["a"], window=8, timeout=5)
+    s = sched(0, ["a"])
     assert s.complete and s.requests(0) == []
+
+
+def test_end_game_duplicates_the_oldest_frame_and_the_first_answer_wins() -> None:
+    s = sched(12, ["slow", "fast"])
+    reqs = s.requests(0)  # slow: 0, 8; fast: 4
+    assert [(r.source, r.index) for r in reqs] == [("slow", 0), ("fast", 4), ("slow", 8)]
+    s.on_frame("fast", 4, range(4, 8), now=1)
+    dup = s.requests(1)  # nothing left to hand out: fast copies slow's oldest frame
+    assert dup == [Request("fast", 0, 4, duplicate=True)] and s.duplicates == 1
+    assert s.requests(1) == []  # one copy per frame, and fast is busy again
+    s.on_frame("fast", 0, range(4), now=2)
+    assert not s.accepts("slow", 0)  # slow's copy is not awaited any more
+    assert s.requests(2) == [Request("fast", 8, 4, duplicate=True)]
+    s.on_frame("slow", 8, range(8, 12), now=3)  # the original came back first this time
+    assert s.complete and not s.accepts("fast", 8)
+    assert s.sources["fast"].good == 8 and s.sources["slow"].good == 4
+
+
+def test_window_grows_while_replies_are_quick_and_shrinks_when_they_queue() -> None:
+    s = sched(4000, ["a"], window=2 * FRAME, max_window=6 * FRAME)
+
+    def answer_all(rtt: float) -> None:
+        s.requests(0)
+        for o in list(s.sources["a"].outstanding.values()):
+            s.on_frame("a", o.index, range(o.index, o.index + o.count), now=0, rtt=rtt)
+
+    for _ in range(10):  # the reply time stays at the least seen: the link has room
+        answer_all(0.01)
+    assert s.sources["a"].window == 6 * FRAME  # grew a frame at a time up to the limit
+    for _ in range(10):  # replies take ten times longer: frames queue up on the way
+        answer_all(0.1)
+    # It shrinks until what it queues (window x (1 - 0.01 / 0.1)) is at most 3 frames.
+    assert s.sources["a"].window == 3 * FRAME
+
+
+def test_a_slow_source_gets_less_work() -> None:
+    """Two sources, one answering a frame in 1 time unit and one in 4, each one frame at a time
+    (as a link does): the fast one ends up with about four times the chunks."""
+    s = sched(400, ["fast", "slow"], window=2 * FRAME)
+    pace = {"fast": 1.0, "slow": 4.0}
+    due: list[tuple[float, Request[str]]] = []
+    free = {"fast": 0.0, "slow": 0.0}  # when each source's link is next idle
+    now = 0.0
+    while not s.complete:
+        for r in s.requests(now):
+            free[r.source] = max(free[r.source], now) + pace[r.source]
+            due.append((free[r.source], r))
+        due.sort(key=lambda x: x[0])
+        now, r = due.pop(0)
+        if s.accepts(r.source, r.index):
+            s.on_frame(r.source, r.index, chunks_of(r), now=now)
+    ratio = s.sources["fast"].good / s.sources["slow"].good
+    assert 3.0 <= ratio <= 5.0, ratio
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    chunks=st.integers(0, 60),
+    sources=st.integers(1, 4),
+    have=st.sets(st.integers(0, 59), max_size=20),
+)
+def test_random_answers_never_break_the_bookkeeping(
+    seed: int, chunks: int, sources: int, have: set[int]
+) -> None:
+    """Any mix of good frames, bad chunks, failures and time: in-flight bytes stay within the
+    limits, nothing done is asked for again, and the download completes while one honest source
+    is left, or is stuck only once every source is dropped."""
+    rng = random.Random(seed)
+    names = [f"s{i}" for i in range(sources)]
+    honest = names[0]  # never lies, and fails only now and then
+    s = sched(chunks, names, have=have, max_total=5 * FRAME, window=2 * FRAME, retry_after=0.5)
+    now = 0.0
+    out: list[Request[str]] = []
+    for _ in range(2000):
+        if s.complete or s.stuck:
+            break
+        for r in s.requests(now):
+            assert all(i not in s.done_chunks for i in chunks_of(r))
+            out.append(r)
+        total = sum(x.in_flight for x in s.sources.values())
+        assert total <= s.max_total and all(x.in_flight <= x.window for x in s.sources.values())
+        now += rng.random()
+        if not out:
+            continue
+        r = out.pop(rng.randrange(len(out)))
+        if not s.accepts(r.source, r.index):
+            continue
+        roll = rng.random()
+        if roll < 0.1 and (r.source != honest or rng.random() < 0.3):
+            s.on_failure(r.source, r.index, "timed out", now)
+        elif roll < 0.2 and r.source != honest:
+            s.on_frame(r.source, r.index, chunks_of(r)[1:], chunks_of(r)[:1], now=now)
+        else:
+            s.on_frame(r.source, r.index, chunks_of(r), now=now, rtt=rng.random())
+        out = [x for x in out if s.accepts(x.source, x.index)]
+    assert s.complete or s.stuck
+    if s.stuck:
+        assert s.sources[honest].excluded is not None
+    else:
+        assert s.bytes_done == info(chunks).size

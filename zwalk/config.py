@@ -12,6 +12,7 @@ from typing import Any
 import platformdirs
 
 from zwalk import protocol as p
+from zwalk.transfer import TransferOptions
 
 DEFAULT_PORT = 47474
 APP = "zwalk"
@@ -63,7 +64,9 @@ class Config:
     downloads: Path = Path("downloaded")
     find_timeout: float = 10.0
     reply_timeout: float = 2.0
-    window: int = 8
+    frame_size: int = 4 * 1024 * 1024
+    window: int = 16 * 1024 * 1024
+    max_window: int = 64 * 1024 * 1024
     chunk_timeout: float = 10.0
     ping_interval: float = 1.0
     ping_timeout: float = 1.0
@@ -82,6 +85,15 @@ class Config:
     @property
     def index_cache(self) -> Path:
         return self.data_dir / "index-cache.cbor"
+
+    def transfer_options(self) -> TransferOptions:
+        return TransferOptions(
+            frame_bytes=self.frame_size,
+            window=self.window,
+            max_window=self.max_window,
+            chunk_timeout=self.chunk_timeout,
+            info_timeout=self.reply_timeout,
+        )
 
 
 def default_config_path() -> Path:
@@ -143,7 +155,7 @@ def load(path: Path | None, *, required: bool = False) -> Config:
             "ttl",
             "check_every",
         },
-        "transfer": {"window", "chunk_timeout"},
+        "transfer": {"frame_size", "window", "max_window", "chunk_timeout"},
     }
     for section in parser.sections():
         if section not in known:
@@ -204,8 +216,9 @@ def _apply(parser: configparser.ConfigParser, cfg: Config, path: Path) -> Config
                 ch[key] = s.getint(key)
     if parser.has_section("transfer"):
         s = parser["transfer"]
-        if "window" in s:
-            ch["window"] = s.getint("window")
+        for key in ("frame_size", "window", "max_window"):
+            if key in s:
+                ch[key] = s.getint(key)
         if "chunk_timeout" in s:
             ch["chunk_timeout"] = s.getfloat("chunk_timeout")
     out = replace(cfg, **ch)
@@ -240,5 +253,13 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"[find] walkers and initial_walkers must be 1..{most}")
     if not 0 <= cfg.ttl <= p.MAX_TTL or not 0 <= cfg.check_every <= p.MAX_TTL:
         raise ConfigError(f"[find] ttl and check_every must be 0..{p.MAX_TTL}")
-    if not 1 <= cfg.window <= 256:
-        raise ConfigError(f"[transfer] window must be 1..256, got {cfg.window}")
+    if not p.MIN_CHUNK_SIZE <= cfg.frame_size <= p.MAX_PAYLOAD:
+        raise ConfigError(
+            f"[transfer] frame_size must be {p.MIN_CHUNK_SIZE}..{p.MAX_PAYLOAD}, "
+            f"got {cfg.frame_size}"
+        )
+    if not cfg.frame_size <= cfg.window <= cfg.max_window <= 1024 * 1024 * 1024:
+        raise ConfigError(
+            "[transfer] want frame_size <= window <= max_window <= 1 GiB, got "
+            f"{cfg.frame_size}, {cfg.window}, {cfg.max_window}"
+        )

@@ -18,6 +18,7 @@ import zmq
 import zmq.asyncio
 
 from zwalk import protocol as p
+from zwalk.locking import try_lock
 
 STATE_FILE = "node.json"
 LOCK_FILE = "serve.lock"
@@ -90,7 +91,7 @@ class DataDirLock:
         self.path = data_dir / LOCK_FILE
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
-            _lock(self._fd)
+            try_lock(self._fd)
         except OSError:
             os.close(self._fd)
             other = read_state(data_dir)
@@ -103,17 +104,6 @@ class DataDirLock:
     def release(self) -> None:
         with contextlib.suppress(OSError):
             os.close(self._fd)  # closing drops the lock
-
-
-def _lock(fd: int) -> None:
-    if sys.platform == "win32":
-        import msvcrt
-
-        msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
-    else:
-        import fcntl
-
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
 
 
 def _pid_alive(pid: int) -> bool:

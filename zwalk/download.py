@@ -1,8 +1,11 @@
 # Fetching one file from its holders: the I/O around the chunk scheduler.
 #
-# Data lands in `<name>.<cid prefix>.part` in the download folder; every chunk is checked against
-# its BLAKE3 before it is written, and the whole file against the content id before it gets its
-# final name. The final name is claimed without overwriting anything already there.
+# Data lands in `<name>.<cid prefix>.part` in the download folder, beside a progress record
+# (`.part.progress`, see resume.py) that also serves as the lock: one process owns a .part at a
+# time, and a second download of the same file at once uses a .part of its own. Every chunk is
+# checked against its BLAKE3 before it is written, and the whole file against the content id
+# before it gets its final name, which is claimed without overwriting anything already there.
+# Hashing and disk writes run in a small thread pool, off the event loop.
 from __future__ import annotations
 
 import asyncio
@@ -13,15 +16,18 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import blake3
 
 from zwalk import protocol as p
+from zwalk import resume
 from zwalk.index import file_blake3
+from zwalk.locking import try_lock
 from zwalk.node import PeerError, PeerLink
-from zwalk.transfer import ChunkScheduler
+from zwalk.transfer import ChunkScheduler, Request, TransferOptions
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +47,10 @@ class DownloadResult:
     sources: list[str] = field(default_factory=list)  # who contributed chunks
     excluded: dict[str, str] = field(default_factory=dict)  # source -> why it was dropped
     already_present: bool = False
+    fetched_bytes: int = 0  # verified bytes that came over the network this time
+    received_bytes: int = 0  # chunk payload bytes received, verified or not, needed or not
+    resumed_bytes: int = 0  # verified bytes found in a .part from an earlier attempt
+    duplicate_requests: int = 0  # end-game copies of frames asked of a second source
 
 
 MAX_LOCAL_NAME = 224  # bytes: room under the usual 255 for " (999)" or ".<16 hex>.part"
@@ -79,15 +89,20 @@ def part_path(out_dir: Path, name: str, cid: bytes) -> Path:
     return out_dir / f"{local_name(name)}.{cid.hex()[:16]}.part"
 
 
+def progress_path(part: Path) -> Path:
+    return part.with_name(part.name + ".progress")
+
+
 async def fetch_info(
     holders: Sequence[PeerLink], cid: bytes, size: int, timeout: float
-) -> tuple[p.FileInfo, list[PeerLink], dict[str, str]]:
-    """Ask every holder for the file's chunk hashes; keep those that agree with the first."""
+) -> tuple[list[tuple[p.FileInfo, list[PeerLink]]], dict[str, str]]:
+    """Ask every holder for the file's chunk hashes. Holders are grouped by the hash list they
+    sent, most holders first: a list that does not produce the content id shows only once the
+    whole file is hashed, and then the next group gets its turn."""
     replies = await asyncio.gather(
         *(h.request(p.GetInfo(req=0, cid=cid), timeout) for h in holders), return_exceptions=True
     )
-    info: p.FileInfo | None = None
-    sources: list[PeerLink] = []
+    groups: dict[tuple[int, bytes], tuple[p.FileInfo, list[PeerLink]]] = {}
     excluded: dict[str, str] = {}
     for holder, r in zip(holders, replies, strict=True):
         if isinstance(r, BaseException):
@@ -96,50 +111,177 @@ async def fetch_info(
             excluded[holder.label] = str(r) or "no answer"
         elif not isinstance(r, p.FileInfo) or r.cid != cid or r.size != size:
             excluded[holder.label] = "file-info does not match the search hit"
-        elif info is None or (r.chunk_size, r.hashes) == (info.chunk_size, info.hashes):
-            info = info or r
-            sources.append(holder)
         else:
-            excluded[holder.label] = "chunk hashes disagree with other holders"
-    if info is None:
+            groups.setdefault((r.chunk_size, r.hashes), (r, []))[1].append(holder)
+    if not groups:
         raise DownloadError(
             "no holder answered with usable file info: "
             + "; ".join(f"{k}: {v}" for k, v in excluded.items())
         )
-    return info, sources, excluded
+    return sorted(groups.values(), key=lambda g: -len(g[1])), excluded
 
 
-class _Writer:
-    """Positioned writes to the .part file, from worker threads."""
+class PartFile:
+    """A .part file and its progress record, owned (locked) by this process while open."""
 
-    def __init__(self, path: Path, size: int) -> None:
-        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_BINARY", 0), 0o644)
-        os.ftruncate(self.fd, size)
-        self._lock = threading.Lock()  # only for platforms without pwrite
+    def __init__(self, path: Path, info: p.FileInfo) -> None:
+        self.path, self.info = path, info
+        self.record = progress_path(path)
+        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_BINARY", 0)
+        self._rfd = os.open(self.record, flags, 0o644)
+        try:
+            try_lock(self._rfd)
+        except OSError:
+            os.close(self._rfd)
+            raise BlockingIOError(f"{path} is being downloaded by another process") from None
+        try:
+            self.fd = os.open(path, flags, 0o644)
+        except OSError:
+            os.close(self._rfd)
+            raise
+        self._fds: tuple[int, ...] = (self.fd, self._rfd)
+        try:
+            if os.fstat(self.fd).st_size != info.size:
+                os.ftruncate(self.fd, info.size)
+        except OSError:
+            self.close()
+            raise
+        self._lock = threading.Lock()  # for platforms without pread/pwrite, and the record
+        # One writer at a time: concurrent writes to one file contend for its inode lock in the
+        # kernel, which spins, burning the CPU that receiving and hashing need.
+        self._write_lock = threading.Lock()
+        n = p.chunk_count(info.size, info.chunk_size)
+        self.bits = bytearray((n + 7) // 8)
+        # The whole file's BLAKE3, fed in file order while the data is still in memory, so the
+        # final check needs no second pass over the file. Verified chunks that arrive ahead of
+        # the hashed prefix wait in `_ahead` and are read back once the prefix reaches them.
+        self._whole = blake3.blake3()
+        self._hashed = 0
+        self._ahead: dict[int, int] = {}  # offset -> length, written and verified
+        self._hash_lock = threading.Lock()
 
-    def verify_and_write(self, data: memoryview | bytes, offset: int, expected: bytes) -> bool:
-        if blake3.blake3(data).digest() != expected:
-            return False
-        if hasattr(os, "pwrite"):
-            view = memoryview(data)
-            while view:
-                n = os.pwrite(self.fd, view, offset)
-                view, offset = view[n:], offset + n
-        else:
+    # --- resume -----------------------------------------------------------------------------
+    def claimed(self) -> set[int]:
+        try:
             with self._lock:
-                os.lseek(self.fd, offset, os.SEEK_SET)
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(self.fd, view) :]
-        return True
+                data = _pread_all(self._rfd, os.fstat(self._rfd).st_size, 0)
+            return resume.decode(data, self.info) if data else set()
+        except resume.BadRecord as e:
+            log.info("ignoring the progress record %s: %s", self.record, e)
+            return set()
+
+    def verify(self, chunks: set[int]) -> set[int]:
+        """The claimed chunks whose bytes in the .part still match their hash."""
+        good = set()
+        cs = self.info.chunk_size
+        for i in sorted(chunks):
+            length = min(cs, self.info.size - i * cs)
+            data = self._read(i * cs, length)
+            if blake3.blake3(data).digest() == self.info.chunk_hash(i):
+                good.add(i)
+        for i in good:
+            self.bits[i // 8] |= 1 << (i % 8)
+            self._add_to_whole(i * cs, min(cs, self.info.size - i * cs), None)
+        return good
+
+    def save(self, bits: bytes) -> None:
+        record = resume.encode_bits(self.info, bits)
+        with self._lock:
+            _pwrite_all(self._rfd, record, 0)
+            os.ftruncate(self._rfd, len(record))
+
+    # --- data ---------------------------------------------------------------------------------
+    def write_frame(self, data: memoryview, index: int, count: int) -> tuple[list[int], list[int]]:
+        """Check each chunk of a frame against its hash and write the good ones."""
+        good, bad = [], []
+        cs = self.info.chunk_size
+        for k in range(count):
+            i = index + k
+            chunk = data[k * cs : (k + 1) * cs]
+            if blake3.blake3(chunk).digest() != self.info.chunk_hash(i):
+                bad.append(i)
+                continue
+            self._write(chunk, i * cs)
+            self._add_to_whole(i * cs, len(chunk), chunk)
+            good.append(i)
+        return good, bad
+
+    def _add_to_whole(self, offset: int, length: int, data: memoryview | None) -> None:
+        with self._hash_lock:
+            if offset < self._hashed:
+                return  # written twice (end-game): hashed already
+            if offset > self._hashed or data is None:
+                self._ahead[offset] = length
+            else:
+                self._whole.update(data)
+                self._hashed += length
+            self._catch_up()
+
+    def _catch_up(self) -> None:
+        while (length := self._ahead.pop(self._hashed, None)) is not None:
+            self._whole.update(self._read(self._hashed, length))
+            self._hashed += length
+
+    def whole_digest(self) -> bytes | None:
+        """BLAKE3 of the whole file, once every byte of it has been verified and written."""
+        with self._hash_lock:
+            self._catch_up()
+            return self._whole.digest() if self._hashed == self.info.size else None
+
+    def _write(self, data: memoryview, offset: int) -> None:
+        with self._write_lock:
+            _pwrite_all(self.fd, data, offset)
+
+    def _read(self, offset: int, length: int) -> bytes:
+        if hasattr(os, "pread"):
+            return _pread_all(self.fd, length, offset)
+        with self._write_lock:  # without pread, reads move the same file position as writes
+            return _pread_all(self.fd, length, offset)
 
     def finish(self) -> None:
         os.fsync(self.fd)
-        os.close(self.fd)
 
     def close(self) -> None:
+        """Close both files (which drops the lock); safe to call again."""
+        fds, self._fds = self._fds, ()
+        for fd in fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    def forget_progress(self) -> None:
         with contextlib.suppress(OSError):
-            os.close(self.fd)
+            self.record.unlink()
+
+    def discard(self) -> None:
+        """Drop data that came from a hash list that turned out to be false."""
+        self.close()
+        with contextlib.suppress(OSError):
+            self.path.unlink()
+        self.forget_progress()
+
+
+# Positioned I/O; where the platform has none (Windows) the caller holds a lock for the fd.
+def _pread_all(fd: int, length: int, offset: int) -> bytes:
+    if not hasattr(os, "pread"):
+        os.lseek(fd, offset, os.SEEK_SET)
+    parts = []
+    while length > 0:
+        b = os.pread(fd, length, offset) if hasattr(os, "pread") else os.read(fd, length)
+        if not b:
+            break
+        parts.append(b)
+        length -= len(b)
+        offset += len(b)
+    return b"".join(parts)
+
+
+def _pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
+    if not hasattr(os, "pwrite"):
+        os.lseek(fd, offset, os.SEEK_SET)
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, offset) if hasattr(os, "pwrite") else os.write(fd, view)
+        view, offset = view[n:], offset + n
 
 
 def place(part: Path, out_dir: Path, name: str, cid: bytes) -> tuple[Path, bool]:
@@ -178,65 +320,74 @@ async def download(
     name: str,
     size: int,
     out_dir: Path,
-    window: int,
-    chunk_timeout: float,
-    info_timeout: float,
+    options: TransferOptions | None = None,
     progress: Progress | None = None,
+    more_holders: asyncio.Queue[PeerLink] | None = None,
 ) -> DownloadResult:
+    """Fetch one file from its holders into `out_dir`. Holders found later (a search still
+    running) can be handed in through `more_holders`; each joins once its file-info agrees."""
     started = time.monotonic()
+    options = options or TransferOptions()
     p.file_name(name)  # the name came from the network: it must stay inside out_dir
-    info, sources, excluded = await fetch_info(holders, cid, size, info_timeout)
-    part = await asyncio.to_thread(_prepare, out_dir, name, cid, size)
-
-    sched: ChunkScheduler[PeerLink] = ChunkScheduler(
-        info, sources, window=window, timeout=chunk_timeout
-    )
-    try:
-        writer = _Writer(part, size)
-    except OSError as e:
-        raise DownloadError(f"cannot write {part}: {e.strerror or e}") from None
-    try:
-        await _run(sched, writer, cid, progress)
-        for link, why in sched.failure_reasons().items():
-            excluded[link.label] = why
-        if not sched.complete:
-            # The .part holds only verified chunks; it stays for a later attempt.
-            raise DownloadError(
-                "every source failed: " + "; ".join(f"{k}: {v}" for k, v in excluded.items())
+    groups, excluded = await fetch_info(holders, cid, size, options.info_timeout)
+    received = 0
+    await asyncio.to_thread(_check_room, out_dir, part_path(out_dir, name, cid), size)
+    for info, sources in groups:
+        part = await asyncio.to_thread(_open_part, out_dir, name, cid, info)
+        try:
+            sched, resumed, got = await _attempt(
+                part, info, sources, options, progress, more_holders, excluded
             )
-        await asyncio.to_thread(writer.finish)
-    finally:
-        writer.close()
-    whole = await asyncio.to_thread(file_blake3, part)
-    if whole != cid:
-        part.unlink()
-        raise DownloadError(
-            "every chunk matched its hash but the whole file does not match the content id: "
-            "the sources' hash list is wrong"
+            received += got
+            for link, why in sched.failure_reasons().items():
+                excluded[link.label] = why
+            if not sched.complete:
+                # The .part holds only verified chunks and its record says which: a later
+                # find of the same file goes on from there.
+                raise DownloadError(
+                    "every source failed: " + "; ".join(f"{k}: {v}" for k, v in excluded.items())
+                )
+            await asyncio.to_thread(part.finish)
+            whole = await asyncio.to_thread(part.whole_digest)
+            if whole != cid:
+                lie = "their chunk hashes do not add up to the content id"
+                log.warning("%s: %s", ", ".join(s.label for s in sources), lie)
+                excluded.update({s.label: lie for s in sources})
+                part.discard()
+                continue
+            part.close()
+            final, present = await asyncio.to_thread(place, part.path, out_dir, name, cid)
+            part.forget_progress()
+        finally:
+            part.close()
+        return DownloadResult(
+            path=final,
+            cid=cid,
+            size=size,
+            seconds=time.monotonic() - started,
+            sources=[link.label for link, st in sched.sources.items() if st.good],
+            excluded=excluded,
+            already_present=present,
+            fetched_bytes=sum(st.bytes for st in sched.sources.values()),
+            received_bytes=received,
+            resumed_bytes=resumed,
+            duplicate_requests=sched.duplicates,
         )
-    final, present = await asyncio.to_thread(place, part, out_dir, name, cid)
-    return DownloadResult(
-        path=final,
-        cid=cid,
-        size=size,
-        seconds=time.monotonic() - started,
-        sources=[link.label for link, st in sched.sources.items() if st.good],
-        excluded=excluded,
-        already_present=present,
+    raise DownloadError(
+        "no holder sent chunk hashes that match the content id: "
+        + "; ".join(f"{k}: {v}" for k, v in excluded.items())
     )
 
 
-def _prepare(out_dir: Path, name: str, cid: bytes, size: int) -> Path:
-    """Create the download folder and check it has room; returns the .part path."""
+def _check_room(out_dir: Path, part: Path, size: int) -> None:
+    """Create the download folder and check it has room for what is still to come."""
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        part = part_path(out_dir, name, cid)
         free = shutil.disk_usage(out_dir).free + _allocated(part)
     except OSError as e:
         raise DownloadError(f"cannot write to {out_dir}: {e}") from None
     if size > free:
         raise DownloadError(f"not enough space in {out_dir}: need {size} bytes, {free} free")
-    return part
 
 
 def _allocated(path: Path) -> int:
@@ -249,63 +400,217 @@ def _allocated(path: Path) -> int:
     return blocks * 512 if blocks is not None else st.st_size
 
 
+def _open_part(out_dir: Path, name: str, cid: bytes, info: p.FileInfo) -> PartFile:
+    path = part_path(out_dir, name, cid)
+    try:
+        try:
+            return PartFile(path, info)
+        except BlockingIOError:
+            # Another download of the same file is running: fetch beside it, not into it.
+            log.info("%s is being fetched by another process; using a .part of our own", name)
+            own = path.with_name(f"{path.stem}.{os.getpid()}{path.suffix}")
+            return PartFile(own, info)
+    except OSError as e:
+        raise DownloadError(f"cannot write {path}: {e.strerror or e}") from None
+
+
+class _Saver:
+    """Writes the progress record off the event loop, one write at a time, always the latest."""
+
+    def __init__(self, part: PartFile, pool: ThreadPoolExecutor) -> None:
+        self.part, self.pool = part, pool
+        self._running: asyncio.Future[None] | None = None
+        self._dirty = False
+
+    def mark(self) -> None:
+        if self._running is not None and not self._running.done():
+            self._dirty = True
+            return
+        self._dirty = False
+        loop = asyncio.get_running_loop()
+        self._running = loop.run_in_executor(self.pool, self.part.save, bytes(self.part.bits))
+        self._running.add_done_callback(self._done)
+
+    def _done(self, fut: asyncio.Future[None]) -> None:
+        if not fut.cancelled() and fut.exception() is not None:
+            log.warning("cannot save download progress: %s", fut.exception())
+        if self._dirty:
+            self.mark()
+
+    async def flush(self) -> None:
+        while self._running is not None and not self._running.done():
+            await asyncio.wait([self._running])
+
+
+async def _attempt(
+    part: PartFile,
+    info: p.FileInfo,
+    sources: list[PeerLink],
+    options: TransferOptions,
+    progress: Progress | None,
+    more_holders: asyncio.Queue[PeerLink] | None,
+    excluded: dict[str, str],
+) -> tuple[ChunkScheduler[PeerLink], int, int]:
+    """Fetch what the .part lacks from these sources; returns the scheduler, the bytes found
+    already there, and the payload bytes received."""
+    claimed = part.claimed()
+    have = await asyncio.to_thread(part.verify, claimed) if claimed else set()
+    if claimed:
+        log.info("resuming: %d of %d claimed chunks verified", len(have), len(claimed))
+    sched: ChunkScheduler[PeerLink] = ChunkScheduler(
+        info,
+        sources,
+        frame_bytes=options.frame_bytes,
+        window=options.window,
+        max_window=options.max_window,
+        max_total=options.max_total,
+        timeout=options.chunk_timeout,
+        have=have,
+    )
+    resumed = sched.bytes_done
+    pool = ThreadPoolExecutor(options.workers, thread_name_prefix="zwalk-verify")
+    saver_pool = ThreadPoolExecutor(1, thread_name_prefix="zwalk-progress")
+    try:
+        received = await _run(
+            sched, part, _Saver(part, saver_pool), pool, progress, more_holders, excluded
+        )
+    finally:
+        pool.shutdown(wait=False)
+        saver_pool.shutdown(wait=False)
+    return sched, resumed, received
+
+
+@dataclass(slots=True)
+class _Answer:
+    req: Request[PeerLink]
+    good: list[int] = field(default_factory=list)
+    bad: list[int] = field(default_factory=list)
+    failure: str = ""
+    rtt: float | None = None
+
+
 async def _run(
     sched: ChunkScheduler[PeerLink],
-    writer: _Writer,
-    cid: bytes,
+    part: PartFile,
+    saver: _Saver,
+    pool: ThreadPoolExecutor,
     progress: Progress | None,
-) -> None:
-    """Keep every source's window full until the file is complete or no source is left."""
-    events: asyncio.Queue[tuple[PeerLink, int, str, str]] = asyncio.Queue()
-    clock = time.monotonic
+    more_holders: asyncio.Queue[PeerLink] | None = None,
+    excluded: dict[str, str] | None = None,
+) -> int:
+    """Keep every source's window full until the file is complete or no source is left.
+    Returns the payload bytes received."""
+    loop = asyncio.get_running_loop()
+    received = 0
+    answers: asyncio.Queue[_Answer | None] = asyncio.Queue()  # None: a source joined
+    cid = sched.info.cid
+    info = sched.info
 
-    async def fetch(src: PeerLink, index: int) -> None:
-        offset, length = sched.span(index)
+    async def adopt() -> None:
+        """Holders found while the download runs join once their file-info agrees."""
+        assert more_holders is not None  # noqa: S101 - only started with a queue
+        while True:
+            link = await more_holders.get()
+            if link in sched.sources or link.closed:
+                continue
+            try:
+                r = await link.request(p.GetInfo(req=0, cid=cid), sched.timeout)
+            except (PeerError, TimeoutError) as e:
+                if excluded is not None:
+                    excluded[link.label] = str(e) or "no answer"
+                continue
+            if not isinstance(r, p.FileInfo) or (r.cid, r.size, r.chunk_size, r.hashes) != (
+                info.cid,
+                info.size,
+                info.chunk_size,
+                info.hashes,
+            ):
+                if excluded is not None:
+                    excluded[link.label] = "file-info differs from the other holders'"
+                continue
+            log.info("%s joins the download", link.label)
+            sched.add_source(link)
+            answers.put_nowait(None)
+
+    async def fetch(req: Request[PeerLink]) -> None:
+        nonlocal received
+        ask = p.GetChunks(req=0, cid=cid, index=req.index, count=req.count)
+        sent = loop.time()
         try:
-            reply = await src.request(p.GetChunks(req=0, cid=cid, index=index), sched.timeout)
+            reply = await req.source.request(ask, sched.timeout)
         except TimeoutError:
-            events.put_nowait((src, index, "failed", f"no chunk within {sched.timeout:g}s"))
+            answers.put_nowait(_Answer(req, failure=f"no answer within {sched.timeout:g}s"))
             return
         except PeerError as e:
-            events.put_nowait((src, index, "failed", str(e)))
+            answers.put_nowait(_Answer(req, failure=str(e)))
             return
-        if not isinstance(reply, p.Chunks) or (reply.cid, reply.index) != (cid, index):
-            events.put_nowait((src, index, "bad", "answer does not match the request"))
+        rtt = loop.time() - sent
+        received += len(reply.payload) if isinstance(reply, p.Chunks) else 0
+        if not sched.accepts(req.source, req.index):
+            return  # another source answered first (end-game), or this one was dropped
+        length = sched.span(req.index, req.count)[1]
+        if not isinstance(reply, p.Chunks) or (reply.cid, reply.index, reply.count) != (
+            cid,
+            req.index,
+            req.count,
+        ):
+            answers.put_nowait(_Answer(req, bad=[req.index], failure="answered something else"))
             return
         if len(reply.payload) != length:
-            events.put_nowait((src, index, "bad", f"{len(reply.payload)} bytes, want {length}"))
+            why = f"sent {len(reply.payload)} bytes, want {length}"
+            answers.put_nowait(_Answer(req, bad=[req.index], failure=why))
             return
-        write = asyncio.get_running_loop().run_in_executor(
-            None, writer.verify_and_write, reply.payload, offset, sched.expected_hash(index)
+        write = loop.run_in_executor(
+            pool, part.write_frame, memoryview(reply.payload), req.index, req.count
         )
         try:
-            good = await asyncio.shield(write)
+            good, bad = await asyncio.shield(write)
         except asyncio.CancelledError:
             await asyncio.wait([write])  # the file is closed after us: let the write finish
             raise
-        events.put_nowait(
-            (src, index, "good", "") if good else (src, index, "bad", "hash mismatch")
-        )
+        answers.put_nowait(_Answer(req, good, bad, "hash mismatch" if bad else "", rtt))
 
-    async with asyncio.TaskGroup() as tg:
-        tasks: list[asyncio.Task[None]] = []
+    tasks: set[asyncio.Task[None]] = set()
+    if more_holders is not None:
+        joining = asyncio.create_task(adopt())
+        tasks.add(joining)
+    try:
         if progress:
             progress(sched.bytes_done, sched.info.size, sched.active_sources)
         while not sched.complete and not sched.stuck:
-            tasks = [t for t in tasks if not t.done()]
-            for src, index in sched.requests(clock()):
-                tasks.append(tg.create_task(fetch(src, index)))
-            src, index, verdict, why = await events.get()
-            now = clock()
-            if verdict == "good":
-                sched.on_good(src, index, now)
+            for req in sched.requests(loop.time()):
+                task = asyncio.create_task(fetch(req))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+            due = sched.next_deadline()
+            wait = None if due is None else max(0.01, due - loop.time())
+            try:
+                a = await asyncio.wait_for(answers.get(), wait)
+            except TimeoutError:
+                continue  # a source's back-off is over: ask again
+            if a is None:
+                continue  # a new source: give it work
+            now = loop.time()
+            src = a.req.source
+            if a.bad:
+                log.warning("%s: chunk %d rejected: %s", src.label, a.bad[0], a.failure)
+                sched.on_frame(src, a.req.index, a.good, a.bad, now=now, reason=a.failure)
+            elif a.failure:
+                if sched.accepts(src, a.req.index):
+                    log.info("%s: frame at chunk %d: %s", src.label, a.req.index, a.failure)
+                sched.on_failure(src, a.req.index, a.failure, now)
+            else:
+                sched.on_frame(src, a.req.index, a.good, now=now, rtt=a.rtt)
+            if a.good:
+                for i in a.good:
+                    part.bits[i // 8] |= 1 << (i % 8)
+                saver.mark()
                 if progress:
                     progress(sched.bytes_done, sched.info.size, sched.active_sources)
-            elif verdict == "bad":
-                log.warning("%s: chunk %d rejected: %s", src.label, index, why)
-                sched.on_bad(src, index, why, now)
-            elif sched.accepts(src, index):
-                log.info("%s: chunk %d: %s", src.label, index, why)
-                sched.on_failure(src, index, why, now)
+    finally:
         for task in tasks:  # requests still out to sources we no longer need
             task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
+        await saver.flush()
+    return received

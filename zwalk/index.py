@@ -127,12 +127,16 @@ def _read_full(f: object, view: memoryview) -> int:
     return got
 
 
-def file_blake3(path: Path) -> bytes:
-    """BLAKE3 of a whole file, using every core (the final check of a download)."""
+def file_blake3(path: Path, block: int = 16 << 20) -> bytes:
+    """BLAKE3 of a whole file, using every core (the final check of a download). Reads into one
+    reusable buffer rather than mapping the file, so memory stays bounded for any size (a
+    mapped file's pages count against the process)."""
     h = blake3.blake3(max_threads=blake3.blake3.AUTO)
-    if os.path.getsize(path) == 0:
-        return h.digest()
-    h.update_mmap(path)
+    buf = bytearray(block)
+    view = memoryview(buf)
+    with open(path, "rb", buffering=0) as f:
+        while n := f.readinto(buf):
+            h.update(view[:n])
     return h.digest()
 
 
@@ -152,7 +156,7 @@ def _walk_files(root: Path, exclude: set[Path]) -> Iterator[tuple[Path, os.stat_
             n for n in dirnames if not _is_hidden(n) and (d / n).resolve() not in exclude
         )
         for name in sorted(filenames):
-            if _is_hidden(name) or name.endswith(".part"):
+            if _is_hidden(name) or name.endswith((".part", ".part.progress")):
                 continue
             fp = d / name
             try:

@@ -26,6 +26,7 @@ import zmq.asyncio
 
 from zwalk import control
 from zwalk import protocol as p
+from zwalk.buffers import BufferPool
 from zwalk.config import Config, Endpoint
 from zwalk.discovery import Discovery
 from zwalk.identity import Identity
@@ -97,6 +98,7 @@ class Node:
         self._link_tasks: dict[Endpoint, asyncio.Task[None]] = {}
         self._request_slots = asyncio.Semaphore(MAX_CONCURRENT_REQUESTS)
         self._read_slots = asyncio.Semaphore(MAX_CONCURRENT_READS)
+        self._buffers = BufferPool(keep=2 * MAX_CONCURRENT_READS)
         self._scan_lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self.changed = asyncio.Event()  # set whenever the membership table changes
@@ -566,19 +568,29 @@ class Node:
             reply = p.Error(req=msg.req, code=p.ErrorCode.INTERNAL, reason=type(e).__name__)
         finally:
             self._request_slots.release()
-        await self._reply(sock, rid, reply)
+        pooled = isinstance(reply, p.Chunks) and isinstance(reply.payload, memoryview)
+        tracker = await self._reply(sock, rid, reply, track=pooled)
+        if pooled:
+            self._buffers.give_back(reply.payload, tracker)  # type: ignore[union-attr,arg-type]
 
     @staticmethod
-    async def _reply(sock: zmq.asyncio.Socket, rid: bytes, msg: p.Message) -> None:
+    async def _reply(
+        sock: zmq.asyncio.Socket, rid: bytes, msg: p.Message, *, track: bool = False
+    ) -> zmq.MessageTracker | None:
+        """Send a reply; with `track`, returns when ZeroMQ is done with its buffers."""
         try:
             frames = p.encode(msg)
         except Exception:  # a reply we cannot encode is our bug; the requester will time out
             log.exception("cannot encode %s reply", msg.TYPE)
-            return
+            return None
         try:
-            await sock.send_multipart([rid, *frames], flags=zmq.NOBLOCK, copy=False)
+            sent = await sock.send_multipart(
+                [rid, *frames], flags=zmq.NOBLOCK, copy=False, track=track
+            )
         except zmq.ZMQError as e:  # queue full or peer gone: the requester will time out
             log.debug("dropped reply to %s: %s", rid.hex()[:12], e)
+            return None
+        return sent if isinstance(sent, zmq.MessageTracker) else None
 
     async def answer(self, msg: p.Message, sender: bytes = b"") -> p.Message:
         """The reply to one request from a peer (the node's whole server-side behaviour)."""
@@ -627,11 +639,11 @@ class Node:
         if length > p.MAX_PAYLOAD:
             return p.Error(req=msg.req, code=p.ErrorCode.TOO_LARGE, reason="ask for fewer chunks")
         async with self._read_slots:
+            data = self._buffers.take(length)
             try:
-                data = await asyncio.to_thread(
-                    read_span, entry.path, offset, length, entry.mtime_ns
-                )
+                await asyncio.to_thread(read_span, entry.path, offset, data, entry.mtime_ns)
             except OSError as e:
+                self._buffers.give_back(data, None)
                 log.warning("cannot read %s: %s", entry.path, e)
                 if not self._rescan_pending:  # one rescan for a burst of failed reads
                     self._rescan_pending = True
@@ -762,22 +774,28 @@ def _not_found(req: int, cid: bytes) -> p.Error:
     )
 
 
-def read_span(path: Path, offset: int, length: int, mtime_ns: int) -> bytes:
-    """Read a byte range of a shared file, refusing if it changed since it was indexed."""
+def read_span(path: Path, offset: int, into: memoryview, mtime_ns: int) -> None:
+    """Fill `into` from a shared file at `offset`, refusing if the file changed since it was
+    indexed or is now shorter."""
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
     try:
         if os.fstat(fd).st_mtime_ns != mtime_ns:
             raise OSError(f"{path} changed since it was indexed")
-        if hasattr(os, "pread"):
-            data = os.pread(fd, length, offset)
-        else:  # Windows
+        if not hasattr(os, "preadv"):  # Windows
             os.lseek(fd, offset, os.SEEK_SET)
-            data = os.read(fd, length)
+        view = into
+        while view:
+            if hasattr(os, "preadv"):
+                n = os.preadv(fd, [view], offset)
+            else:
+                got = os.read(fd, len(view))
+                n = len(got)
+                view[:n] = got
+            if n <= 0:
+                raise OSError(f"{path} is shorter than indexed")
+            view, offset = view[n:], offset + n
     finally:
         os.close(fd)
-    if len(data) != length:
-        raise OSError(f"{path} is shorter than indexed")
-    return data
 
 
 async def _guarded(coro: Coroutine[Any, Any, None]) -> None:

@@ -148,9 +148,7 @@ async def _run_demo(
         name=hit.name,
         size=hit.size,
         out_dir=out,
-        window=client.cfg.window,
-        chunk_timeout=client.cfg.chunk_timeout,
-        info_timeout=client.cfg.reply_timeout,
+        options=client.cfg.transfer_options(),
     )
     seconds = time.monotonic() - started
     source = shares[-1] / target

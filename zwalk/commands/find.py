@@ -5,6 +5,7 @@
 # 2 usage or configuration error, 3 found but the download failed.
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import json
@@ -126,6 +127,23 @@ def _options(app: App, all_: bool) -> SearchOptions:
     )
 
 
+def _find_msg(local: control.LocalNode, q: Query, opts: SearchOptions) -> p.Find:
+    return p.Find(
+        req=1,
+        token=local.token,
+        kind=q.kind,
+        pattern=q.pattern,
+        icase=q.icase,
+        strategy=p.SearchStrategy(str(opts.strategy)),
+        walkers=opts.walkers,
+        initial=opts.initial,
+        ttl=opts.ttl,
+        check_every=opts.check_every,
+        timeout_ms=int(opts.timeout * 1000),
+        want=opts.want,
+    )
+
+
 async def _search(
     app: App, q: Query, opts: SearchOptions, stack: contextlib.AsyncExitStack
 ) -> tuple[FindResult, str, Node]:
@@ -134,21 +152,7 @@ async def _search(
     cfg = app.cfg
     local = control.read_state(cfg.data_dir)
     if local is not None:
-        msg = p.Find(
-            req=1,
-            token=local.token,
-            kind=q.kind,
-            pattern=q.pattern,
-            icase=q.icase,
-            strategy=p.SearchStrategy(str(opts.strategy)),
-            walkers=opts.walkers,
-            initial=opts.initial,
-            ttl=opts.ttl,
-            check_every=opts.check_every,
-            timeout_ms=int(opts.timeout * 1000),
-            want=opts.want,
-        )
-        reply = await control.request(local, msg, opts.timeout + 5)
+        reply = await control.request(local, _find_msg(local, q, opts), opts.timeout + 5)
         if isinstance(reply, p.FindOk):
             result = FindResult.from_wire(reply, opts.strategy)
             holders = {Endpoint(h.host, h.port) for f in result.found for h in f.holders if h.port}
@@ -204,14 +208,20 @@ async def _find(
             links = [
                 node.links[ep] for h in f.holders if (ep := Endpoint(h.host, h.port)) in node.links
             ]
+            more: asyncio.Queue[PeerLink] = asyncio.Queue()
+            gathering = asyncio.create_task(_gather_holders(app, node, f, opts, via, more))
             try:
                 if not links:
                     raise DownloadError("no holder of it answers")
-                got = await _fetch(app, f, links, show_progress)
+                got = await _fetch(app, f, links, show_progress, more)
             except DownloadError as e:
                 report["errors"].append(f"{f.name}: {e}")
                 failed = True
                 continue
+            finally:
+                gathering.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await gathering
             report["downloads"].append(
                 {
                     "name": f.name,
@@ -222,6 +232,10 @@ async def _find(
                     "excluded": got.excluded,
                     "seconds": round(got.seconds, 4),
                     "already_present": got.already_present,
+                    "fetched_bytes": got.fetched_bytes,
+                    "resumed_bytes": got.resumed_bytes,
+                    "received_bytes": got.received_bytes,
+                    "end_game_requests": got.duplicate_requests,
                 }
             )
         report["download"] = report["downloads"][0] if report["downloads"] else None
@@ -229,8 +243,52 @@ async def _find(
         return report, EXIT_DOWNLOAD_FAILED if failed else EXIT_OK
 
 
+async def _gather_holders(
+    app: App,
+    node: Node,
+    f: p.FoundFile,
+    opts: SearchOptions,
+    via: str,
+    out: asyncio.Queue[PeerLink],
+) -> None:
+    """While the download runs, look for every other holder of the file: a content-id search
+    that wants more than the one file there is, so its walkers go on until they have covered
+    the peers (or time is up). Each new holder is met and handed to the download."""
+    cid_query = Query(kind=p.QueryKind.CID, pattern=p.cid_to_text(f.cid), icase=False)
+    wide = replace(opts, want=2)
+    local = control.read_state(app.cfg.data_dir) if via == "local-node" else None
+    if local is not None:
+        reply = await control.request(local, _find_msg(local, cid_query, wide), wide.timeout + 5)
+        if not isinstance(reply, p.FindOk):
+            return
+        result = FindResult.from_wire(reply, wide.strategy)
+    else:
+        result = await run_find(node, cid_query, wide)
+    known = {(h.host, h.port) for h in f.holders}
+    for hit in result.found:
+        if hit.cid != f.cid:
+            continue
+        for h in hit.holders:
+            if (h.host, h.port) in known or not h.port:
+                continue
+            known.add((h.host, h.port))
+            ref = p.PeerRef(node=h.node, name=h.name, host=h.host, port=h.port)
+            link = node.link_to(ref)
+            if link is None:
+                continue
+            with contextlib.suppress(TimeoutError):  # met when it answers our hello
+                async with asyncio.timeout(app.cfg.reply_timeout):
+                    while node.link_for(h.node) is None:  # noqa: ASYNC110 - no per-peer event
+                        await asyncio.sleep(0.02)
+                out.put_nowait(link)
+
+
 async def _fetch(
-    app: App, f: p.FoundFile, links: list[PeerLink], show_progress: bool
+    app: App,
+    f: p.FoundFile,
+    links: list[PeerLink],
+    show_progress: bool,
+    more: asyncio.Queue[PeerLink] | None = None,
 ) -> DownloadResult:
     cfg = app.cfg
     fetch = functools.partial(
@@ -240,9 +298,8 @@ async def _fetch(
         name=f.name,
         size=f.size,
         out_dir=cfg.downloads,
-        window=cfg.window,
-        chunk_timeout=cfg.chunk_timeout,
-        info_timeout=cfg.reply_timeout,
+        options=cfg.transfer_options(),
+        more_holders=more,
     )
     if not show_progress:
         return await fetch()

@@ -1,0 +1,126 @@
+# The progress record beside a .part file, and the .part file itself: the record's codec, the
+# lock that gives one process the .part, verification of claimed chunks, and the whole-file hash
+# fed in file order whatever order chunks arrive in.
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import blake3
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from zwalk import protocol as p
+from zwalk import resume
+from zwalk.download import PartFile, progress_path
+
+CS = p.MIN_CHUNK_SIZE
+
+
+def info_for(data: bytes) -> p.FileInfo:
+    n = p.chunk_count(len(data), CS)
+    hashes = b"".join(blake3.blake3(data[i * CS : (i + 1) * CS]).digest() for i in range(n))
+    return p.FileInfo(
+        req=0, cid=blake3.blake3(data).digest(), size=len(data), chunk_size=CS, hashes=hashes
+    )
+
+
+@given(st.integers(0, 300), st.data())
+def test_record_round_trip(chunks: int, data: st.DataObject) -> None:
+    info = info_for(bytes(chunks * CS))
+    done = data.draw(st.sets(st.integers(0, max(0, chunks - 1)), max_size=chunks))
+    assert resume.decode(resume.encode(info, done), info) == (done if chunks else set())
+
+
+def test_records_for_other_content_torn_or_edited_are_refused() -> None:
+    info = info_for(os.urandom(5 * CS))
+    record = resume.encode(info, {0, 3})
+    other = info_for(os.urandom(5 * CS))
+    with pytest.raises(resume.BadRecord, match="other content"):
+        resume.decode(record, other)
+    lied = p.FileInfo(req=0, cid=info.cid, size=info.size, chunk_size=CS, hashes=other.hashes)
+    with pytest.raises(resume.BadRecord, match="hash list"):
+        resume.decode(record, lied)
+    with pytest.raises(resume.BadRecord, match="checksum"):
+        resume.decode(record[:-20] + bytes([record[-20] ^ 1]) + record[-19:], info)
+    with pytest.raises(resume.BadRecord, match="too short"):
+        resume.decode(record[:10], info)
+
+
+def test_only_claimed_chunks_that_still_verify_are_kept(tmp_path: Path) -> None:
+    data = os.urandom(6 * CS + 100)
+    info = info_for(data)
+    path = tmp_path / "f.part"
+    part = PartFile(path, info)
+    for i in (0, 2, 5, 6):
+        good, bad = part.write_frame(memoryview(data)[i * CS : (i + 1) * CS], i, 1)
+        assert good == [i] and bad == []
+    part.save(bytes(resume.bitmap(info, {0, 2, 5, 6})))
+    part.close()
+    with open(path, "r+b") as f:  # chunk 5 is damaged on disk after it was recorded
+        f.seek(5 * CS + 7)
+        f.write(b"\0\0\0")
+    again = PartFile(path, info)
+    assert again.claimed() == {0, 2, 5, 6}
+    assert again.verify(again.claimed()) == {0, 2, 6}
+    again.close()
+
+
+def test_a_second_process_cannot_take_a_part_file_in_use(tmp_path: Path) -> None:
+    info = info_for(os.urandom(2 * CS))
+    first = PartFile(tmp_path / "f.part", info)
+    code = (
+        "import sys, fcntl\n"
+        "f = open(sys.argv[1], 'rb')\n"
+        "try:\n"
+        "    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)\n"
+        "except OSError:\n"
+        "    sys.exit(3)\n"
+    )
+    locked = subprocess.run([sys.executable, "-c", code, str(progress_path(first.path))])
+    assert locked.returncode == 3
+    first.close()  # closing gives the lock up
+    free = subprocess.run([sys.executable, "-c", code, str(progress_path(first.path))])
+    assert free.returncode == 0
+
+
+@given(seed=st.integers(0, 2**32 - 1), chunks=st.integers(0, 12), resumed=st.integers(0, 12))
+def test_the_whole_hash_is_right_whatever_order_chunks_arrive_in(
+    tmp_path_factory: pytest.TempPathFactory, seed: int, chunks: int, resumed: int
+) -> None:
+    rng = random.Random(seed)
+    data = rng.randbytes(chunks * CS + rng.randrange(CS))
+    info = info_for(data)
+    n = p.chunk_count(len(data), CS)
+    path = tmp_path_factory.mktemp("whole") / "f.part"
+    order = list(range(n))
+    rng.shuffle(order)
+    earlier, now = order[: min(resumed, n)], order[min(resumed, n) :]
+    if earlier:  # an earlier attempt wrote some chunks
+        first = PartFile(path, info)
+        for i in earlier:
+            first.write_frame(memoryview(data)[i * CS : (i + 1) * CS], i, 1)
+        first.close()
+    part = PartFile(path, info)
+    assert part.verify(set(earlier)) == set(earlier)
+    for i in now + now[:2]:  # and some twice, as end-game copies are
+        part.write_frame(memoryview(data)[i * CS : (i + 1) * CS], i, 1)
+    assert part.whole_digest() == info.cid
+    part.close()
+
+
+def test_the_whole_hash_waits_for_every_chunk(tmp_path: Path) -> None:
+    data = os.urandom(3 * CS)
+    info = info_for(data)
+    part = PartFile(tmp_path / "f.part", info)
+    part.write_frame(memoryview(data)[: 2 * CS], 0, 2)
+    assert part.whole_digest() is None
+    good, bad = part.write_frame(memoryview(bytes(CS)), 2, 1)  # wrong bytes: not written
+    assert (good, bad) == ([], [2]) and part.whole_digest() is None
+    part.write_frame(memoryview(data)[2 * CS :], 2, 1)
+    assert part.whole_digest() == info.cid
+    part.close()
