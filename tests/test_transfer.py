@@ -26,6 +26,10 @@ def sched(chunks: int, sources: list[str], tail: int = 0, **kw: object) -> Chunk
     return ChunkScheduler(info(chunks, tail), sources, **opts)  # type: ignore[arg-type]
 
 
+def what(r: Request[str]) -> tuple[str, int, int, bool]:
+    return r.source, r.index, r.count, r.duplicate
+
+
 def chunks_of(r: Request[str]) -> list[int]:
     return list(range(r.index, r.index + r.count))
 
@@ -41,7 +45,7 @@ def test_frames_are_runs_of_chunks_and_windows_are_bytes_filled_round_robin() ->
     ]
     assert s.requests(0) == []  # both windows (2 frames) full
     s.on_frame("a", 0, range(4), now=1)
-    assert s.requests(1) == [Request("a", 16, 4)]
+    assert [what(r) for r in s.requests(1)] == [("a", 16, 4, False)]
 
 
 def test_the_last_frame_and_chunk_are_short() -> None:
@@ -141,11 +145,11 @@ def test_end_game_duplicates_the_oldest_frame_and_the_first_answer_wins() -> Non
     assert [(r.source, r.index) for r in reqs] == [("slow", 0), ("fast", 4), ("slow", 8)]
     s.on_frame("fast", 4, range(4, 8), now=1)
     dup = s.requests(1)  # nothing left to hand out: fast copies slow's oldest frame
-    assert dup == [Request("fast", 0, 4, duplicate=True)] and s.duplicates == 1
+    assert [what(r) for r in dup] == [("fast", 0, 4, True)] and s.duplicates == 1
     assert s.requests(1) == []  # one copy per frame, and fast is busy again
     s.on_frame("fast", 0, range(4), now=2)
     assert not s.accepts("slow", 0)  # slow's copy is not awaited any more
-    assert s.requests(2) == [Request("fast", 8, 4, duplicate=True)]
+    assert [what(r) for r in s.requests(2)] == [("fast", 8, 4, True)]
     s.on_frame("slow", 8, range(8, 12), now=3)  # the original came back first this time
     assert s.complete and not s.accepts("fast", 8)
     assert s.sources["fast"].good == 8 and s.sources["slow"].good == 4
@@ -234,3 +238,44 @@ def test_random_answers_never_break_the_bookkeeping(
         assert s.sources[honest].excluded is not None
     else:
         assert s.bytes_done == info(chunks).size
+
+
+def test_a_reply_that_brought_the_wrong_thing_puts_the_whole_frame_back() -> None:
+    s = sched(16, ["a", "b"])
+    s.requests(0)
+    s.on_frame("a", 0, [], [0], now=1, reason="sent 5 bytes")  # a short payload: nothing usable
+    assert s.sources["a"].excluded
+    now = 2.0
+    while not s.complete:
+        batch = s.requests(now)
+        assert batch or s.sources["b"].outstanding, "chunks lost: nothing left to ask for"
+        for o in list(s.sources["b"].outstanding.values()):
+            s.on_frame("b", o.index, range(o.index, o.index + o.count), now=now)
+        now += 1
+    assert s.done_chunks == set(range(16))
+
+
+def test_a_stale_timeout_does_not_hit_a_newer_request_for_the_same_chunks() -> None:
+    s = sched(8, ["a"], retry_after=1.0)
+    old = s.requests(0)
+    s.on_failure("a", old[0].index, "timed out", 10, old[0].serial)  # releases both frames
+    new = s.requests(11)
+    assert {r.index for r in new} == {r.index for r in old}
+    s.on_failure("a", old[1].index, "timed out", 15, old[1].serial)  # the old second timeout
+    assert s.sources["a"].failures == 1 and all(s.accepts("a", r.index, r.serial) for r in new)
+    assert not s.accepts("a", old[0].index, old[0].serial)
+
+
+def test_a_pause_that_is_over_is_no_deadline_and_busy_is_not_a_failure() -> None:
+    s = sched(8, ["a", "b"], retry_after=1.0)
+    reqs = s.requests(0)
+    a = [r for r in reqs if r.source == "a"]
+    s.on_busy("a", a[0].index, 1.0, a[0].serial)
+    assert s.sources["a"].failures == 0 and s.sources["a"].window == s.min_window
+    assert s.sources["a"].retry_at == 1.25
+    for r in reqs:
+        if r.source == "b":
+            s.on_frame("b", r.index, chunks_of(r), now=1.1)
+    s.requests(2.0)  # a is usable again
+    deadline = s.next_deadline()
+    assert deadline is not None and deadline > 2.0  # a frame's timeout, not a pause long over

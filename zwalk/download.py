@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import shutil
@@ -124,16 +125,20 @@ async def fetch_info(
 class PartFile:
     """A .part file and its progress record, owned (locked) by this process while open."""
 
-    def __init__(self, path: Path, info: p.FileInfo) -> None:
+    def __init__(self, path: Path, info: p.FileInfo, *, private: bool = False) -> None:
         self.path, self.info = path, info
+        self.private = private  # this process's own .part: no later run will resume it
         self.record = progress_path(path)
         flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_BINARY", 0)
         self._rfd = os.open(self.record, flags, 0o644)
         try:
             try_lock(self._rfd)
-        except OSError:
-            os.close(self._rfd)
-            raise BlockingIOError(f"{path} is being downloaded by another process") from None
+        except OSError as e:
+            if e.errno in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES, errno.EDEADLK):
+                os.close(self._rfd)
+                raise BlockingIOError(f"{path} is being downloaded by another process") from None
+            # a file system without locks (some network mounts): go on unguarded
+            log.warning("cannot lock %s (%s); two finds of this file at once may collide", path, e)
         try:
             self.fd = os.open(path, flags, 0o644)
         except OSError:
@@ -163,8 +168,8 @@ class PartFile:
     # --- resume -----------------------------------------------------------------------------
     def claimed(self) -> set[int]:
         try:
-            with self._lock:
-                data = _pread_all(self._rfd, os.fstat(self._rfd).st_size, 0)
+            with self._lock:  # one byte more than a record for this file can be: a bad one
+                data = _pread_all(self._rfd, resume.record_size(self.info) + 1, 0)
             return resume.decode(data, self.info) if data else set()
         except resume.BadRecord as e:
             log.info("ignoring the progress record %s: %s", self.record, e)
@@ -253,11 +258,12 @@ class PartFile:
             self.record.unlink()
 
     def discard(self) -> None:
-        """Drop data that came from a hash list that turned out to be false."""
-        self.close()
+        """Remove the .part and its record (data from a hash list that turned out false, or a
+        private .part nobody will resume), then let the lock go."""
         with contextlib.suppress(OSError):
             self.path.unlink()
         self.forget_progress()
+        self.close()
 
 
 # Positioned I/O; where the platform has none (Windows) the caller holds a lock for the fd.
@@ -343,7 +349,12 @@ async def download(
                 excluded[link.label] = why
             if not sched.complete:
                 # The .part holds only verified chunks and its record says which: a later
-                # find of the same file goes on from there.
+                # find of the same file goes on from there (unless other holders, with
+                # another hash list, can do better now).
+                if (info, sources) != groups[-1]:
+                    log.warning("every holder with this hash list failed; trying the next")
+                    part.close()
+                    continue
                 raise DownloadError(
                     "every source failed: " + "; ".join(f"{k}: {v}" for k, v in excluded.items())
                 )
@@ -355,9 +366,14 @@ async def download(
                 excluded.update({s.label: lie for s in sources})
                 part.discard()
                 continue
-            part.close()
+            if os.name == "nt":  # Windows cannot link or remove a file that is open
+                part.close()
             final, present = await asyncio.to_thread(place, part.path, out_dir, name, cid)
-            part.forget_progress()
+            part.forget_progress()  # while still holding its lock
+        except BaseException:
+            if part.private:  # nobody would ever resume it
+                part.discard()
+            raise
         finally:
             part.close()
         return DownloadResult(
@@ -409,7 +425,7 @@ def _open_part(out_dir: Path, name: str, cid: bytes, info: p.FileInfo) -> PartFi
             # Another download of the same file is running: fetch beside it, not into it.
             log.info("%s is being fetched by another process; using a .part of our own", name)
             own = path.with_name(f"{path.stem}.{os.getpid()}{path.suffix}")
-            return PartFile(own, info)
+            return PartFile(own, info, private=True)
     except OSError as e:
         raise DownloadError(f"cannot write {path}: {e.strerror or e}") from None
 
@@ -487,6 +503,8 @@ class _Answer:
     bad: list[int] = field(default_factory=list)
     failure: str = ""
     rtt: float | None = None
+    busy: bool = False  # the source said it is serving all it can
+    fatal: str = ""  # the download cannot go on (the .part cannot be written)
 
 
 async def _run(
@@ -533,33 +551,41 @@ async def _run(
             answers.put_nowait(None)
 
     async def fetch(req: Request[PeerLink]) -> None:
+        try:
+            answers.put_nowait(await ask(req))
+        except asyncio.CancelledError:
+            raise
+        except OSError as e:  # from the .part: the disk, not the source, is the problem
+            answers.put_nowait(_Answer(req, fatal=f"cannot write {part.path}: {e}"))
+        except Exception as e:  # a bug must not leave the frame outstanding for ever
+            log.exception("fetching chunk %d from %s", req.index, req.source.label)
+            answers.put_nowait(_Answer(req, failure=f"{type(e).__name__}: {e}"))
+
+    async def ask(req: Request[PeerLink]) -> _Answer | None:
         nonlocal received
-        ask = p.GetChunks(req=0, cid=cid, index=req.index, count=req.count)
+        msg = p.GetChunks(req=0, cid=cid, index=req.index, count=req.count)
         sent = loop.time()
         try:
-            reply = await req.source.request(ask, sched.timeout)
+            reply = await req.source.request(msg, sched.timeout)
         except TimeoutError:
-            answers.put_nowait(_Answer(req, failure=f"no answer within {sched.timeout:g}s"))
-            return
+            return _Answer(req, failure=f"no answer within {sched.timeout:g}s")
         except PeerError as e:
-            answers.put_nowait(_Answer(req, failure=str(e)))
-            return
+            return _Answer(req, failure=str(e), busy=e.code is p.ErrorCode.BUSY)
         rtt = loop.time() - sent
         received += len(reply.payload) if isinstance(reply, p.Chunks) else 0
-        if not sched.accepts(req.source, req.index):
-            return  # another source answered first (end-game), or this one was dropped
+        if not sched.accepts(req.source, req.index, req.serial):
+            return None  # another source answered first (end-game), or this one was dropped
         length = sched.span(req.index, req.count)[1]
+        everything = list(range(req.index, req.index + req.count))
         if not isinstance(reply, p.Chunks) or (reply.cid, reply.index, reply.count) != (
             cid,
             req.index,
             req.count,
         ):
-            answers.put_nowait(_Answer(req, bad=[req.index], failure="answered something else"))
-            return
+            return _Answer(req, bad=everything, failure="answered something else")
         if len(reply.payload) != length:
             why = f"sent {len(reply.payload)} bytes, want {length}"
-            answers.put_nowait(_Answer(req, bad=[req.index], failure=why))
-            return
+            return _Answer(req, bad=everything, failure=why)
         write = loop.run_in_executor(
             pool, part.write_frame, memoryview(reply.payload), req.index, req.count
         )
@@ -568,7 +594,7 @@ async def _run(
         except asyncio.CancelledError:
             await asyncio.wait([write])  # the file is closed after us: let the write finish
             raise
-        answers.put_nowait(_Answer(req, good, bad, "hash mismatch" if bad else "", rtt))
+        return _Answer(req, good, bad, "hash mismatch" if bad else "", rtt)
 
     tasks: set[asyncio.Task[None]] = set()
     if more_holders is not None:
@@ -578,7 +604,10 @@ async def _run(
         if progress:
             progress(sched.bytes_done, sched.info.size, sched.active_sources)
         while not sched.complete and not sched.stuck:
-            for req in sched.requests(loop.time()):
+            now = loop.time()
+            for late in sched.overdue(now):  # a request whose own timeout never fired
+                sched.on_failure(late.source, late.index, "no answer in time", now, late.serial)
+            for req in sched.requests(now):
                 task = asyncio.create_task(fetch(req))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
@@ -587,20 +616,26 @@ async def _run(
             try:
                 a = await asyncio.wait_for(answers.get(), wait)
             except TimeoutError:
-                continue  # a source's back-off is over: ask again
+                continue  # a source's pause is over, or a request is overdue
             if a is None:
-                continue  # a new source: give it work
+                continue  # a new source, or an answer no longer wanted
             now = loop.time()
-            src = a.req.source
+            src, req = a.req.source, a.req
+            if a.fatal:
+                raise DownloadError(a.fatal)
             if a.bad:
                 log.warning("%s: chunk %d rejected: %s", src.label, a.bad[0], a.failure)
-                sched.on_frame(src, a.req.index, a.good, a.bad, now=now, reason=a.failure)
+                sched.on_frame(
+                    src, req.index, a.good, a.bad, now=now, reason=a.failure, serial=req.serial
+                )
+            elif a.busy:
+                sched.on_busy(src, req.index, now, req.serial)
             elif a.failure:
-                if sched.accepts(src, a.req.index):
-                    log.info("%s: frame at chunk %d: %s", src.label, a.req.index, a.failure)
-                sched.on_failure(src, a.req.index, a.failure, now)
+                if sched.accepts(src, req.index, req.serial):
+                    log.info("%s: frame at chunk %d: %s", src.label, req.index, a.failure)
+                sched.on_failure(src, req.index, a.failure, now, req.serial)
             else:
-                sched.on_frame(src, a.req.index, a.good, now=now, rtt=a.rtt)
+                sched.on_frame(src, req.index, a.good, now=now, rtt=a.rtt, serial=req.serial)
             if a.good:
                 for i in a.good:
                     part.bits[i // 8] |= 1 << (i % 8)

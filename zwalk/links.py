@@ -22,6 +22,10 @@ HWM = 256  # messages queued per socket before a send fails (and the peer counts
 class PeerError(Exception):
     """A peer answered with an error, could not be reached, or said something malformed."""
 
+    def __init__(self, message: str, code: p.ErrorCode | None = None) -> None:
+        super().__init__(message)
+        self.code = code  # the peer's error code, when it answered with one
+
 
 class PeerGone(PeerError):
     """The peer's send queue is full or its link is closed: treat it as gone."""
@@ -111,7 +115,7 @@ class PeerLink:
         finally:
             self._pending.pop(req, None)
         if isinstance(reply, p.Error):
-            raise PeerError(f"{self.label}: {reply.code}: {reply.reason}")
+            raise PeerError(f"{self.label}: {reply.code}: {reply.reason}", reply.code)
         return reply
 
     async def receive_loop(self) -> None:

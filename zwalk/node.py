@@ -569,9 +569,12 @@ class Node:
         finally:
             self._request_slots.release()
         pooled = isinstance(reply, p.Chunks) and isinstance(reply.payload, memoryview)
-        tracker = await self._reply(sock, rid, reply, track=pooled)
-        if pooled:
-            self._buffers.give_back(reply.payload, tracker)  # type: ignore[union-attr,arg-type]
+        tracker = None
+        try:
+            tracker = await self._reply(sock, rid, reply, track=pooled)
+        finally:
+            if pooled:
+                self._buffers.give_back(reply.payload, tracker)  # type: ignore[union-attr,arg-type]
 
     @staticmethod
     async def _reply(
@@ -640,10 +643,18 @@ class Node:
             return p.Error(req=msg.req, code=p.ErrorCode.TOO_LARGE, reason="ask for fewer chunks")
         async with self._read_slots:
             data = self._buffers.take(length)
+            read = asyncio.ensure_future(
+                asyncio.to_thread(read_span, entry.path, offset, data, entry.mtime_ns)
+            )
             try:
-                await asyncio.to_thread(read_span, entry.path, offset, data, entry.mtime_ns)
-            except OSError as e:
+                await asyncio.shield(read)
+            except asyncio.CancelledError:  # the thread still fills the buffer: free it after
+                read.add_done_callback(lambda _: self._buffers.give_back(data, None))
+                raise
+            except BaseException as e:
                 self._buffers.give_back(data, None)
+                if not isinstance(e, OSError):
+                    raise
                 log.warning("cannot read %s: %s", entry.path, e)
                 if not self._rescan_pending:  # one rescan for a burst of failed reads
                     self._rescan_pending = True

@@ -49,8 +49,14 @@ def encode_bits(info: p.FileInfo, bits: bytes | bytearray) -> bytes:
     return body + blake3.blake3(body).digest()[:_CHECK]
 
 
+def record_size(info: p.FileInfo) -> int:
+    return _HEAD.size + (p.chunk_count(info.size, info.chunk_size) + 7) // 8 + _CHECK
+
+
 def decode(data: bytes, info: p.FileInfo) -> set[int]:
     """The chunks a record claims, if it is intact and about this very file and hash list."""
+    if len(data) != record_size(info):  # checked first: the rest costs time in the record's size
+        raise BadRecord("not the size of a record for this file")
     cid, claimed = peek(data)
     _, _, size, chunk_size, list_hash, n = _HEAD.unpack_from(data)
     if (cid, size, chunk_size) != (info.cid, info.size, info.chunk_size):
@@ -70,6 +76,6 @@ def peek(data: bytes) -> tuple[bytes, set[int]]:
         raise BadRecord("checksum mismatch (torn or edited)")
     magic, cid, _, _, _, n = _HEAD.unpack_from(body)
     bits = body[_HEAD.size :]
-    if magic != MAGIC or len(bits) != (n + 7) // 8:
+    if magic != MAGIC or n > p.MAX_CHUNKS or len(bits) != (n + 7) // 8:
         raise BadRecord("not a zwalk progress record")
     return cid, {i for i in range(n) if bits[i // 8] >> (i % 8) & 1}

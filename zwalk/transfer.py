@@ -39,6 +39,7 @@ class Request(Generic[S]):
     index: int  # first chunk
     count: int  # consecutive chunks, one frame
     duplicate: bool = False  # end-game: the same chunks are out to another source too
+    serial: int = 0  # tells this request from an earlier one for the same chunks
 
 
 @dataclass(slots=True)
@@ -48,6 +49,7 @@ class Outstanding:
     nbytes: int
     sent: float
     duplicate: bool
+    serial: int
 
 
 @dataclass(slots=True)
@@ -101,6 +103,7 @@ class ChunkScheduler(Generic[S]):
             self.add_source(s)
         self.bytes_done = sum(self.span(i)[1] for i in self.done_chunks)
         self.duplicates = 0  # end-game requests sent
+        self._serial = 0
         self.wasted_bytes = 0  # bytes that arrived for chunks already done
 
     def add_source(self, source: S) -> None:
@@ -117,7 +120,16 @@ class ChunkScheduler(Generic[S]):
 
     # --- decisions --------------------------------------------------------------------------
     def _usable(self, st: SourceState, now: float) -> bool:
-        return st.excluded is None and now >= st.retry_at
+        if st.excluded is not None or now < st.retry_at:
+            return False
+        st.retry_at = 0.0  # its pause is over
+        return True
+
+    def _out(self, st: SourceState, index: int, count: int, now: float, dup: bool) -> Outstanding:
+        self._serial += 1
+        o = Outstanding(index, count, self.span(index, count)[1], now, dup, self._serial)
+        st.outstanding[index] = o
+        return o
 
     def _take_frame(self) -> tuple[int, int] | None:
         """The next run of consecutive chunks nobody has been asked for."""
@@ -181,11 +193,9 @@ class ChunkScheduler(Generic[S]):
                 frame = self._take_frame()
                 if frame is None:
                     return out + self._endgame(usable, now)
-                index, count = frame
-                nbytes = self.span(index, count)[1]
-                st.outstanding[index] = Outstanding(index, count, nbytes, now, False)
-                total += nbytes
-                out.append(Request(s, index, count))
+                o = self._out(st, *frame, now, False)
+                total += o.nbytes
+                out.append(Request(s, o.index, o.count, False, o.serial))
                 progress = True
         return out
 
@@ -194,6 +204,7 @@ class ChunkScheduler(Generic[S]):
         frame another source still owes (one copy each), so the last frames do not wait on the
         slowest source."""
         out: list[Request[S]] = []
+        total = self._total_in_flight()
         owed = sorted(
             (
                 (s, o)
@@ -229,17 +240,19 @@ class ChunkScheduler(Generic[S]):
                 while count + 1 in todo:
                     count += 1
                 count = count - index + 1
+                if total + self.span(index, count)[1] > self.max_total:
+                    return out
                 copied.update(range(index, index + count))
-                nbytes = self.span(index, count)[1]
-                st.outstanding[index] = Outstanding(index, count, nbytes, now, True)
+                o = self._out(st, index, count, now, True)
+                total += o.nbytes
                 self.duplicates += 1
-                out.append(Request(s, index, count, duplicate=True))
+                out.append(Request(s, index, count, True, o.serial))
                 break
         return out
 
     def overdue(self, now: float) -> list[Request[S]]:
         return [
-            Request(s, o.index, o.count, o.duplicate)
+            Request(s, o.index, o.count, o.duplicate, o.serial)
             for s, st in self.sources.items()
             for o in st.outstanding.values()
             if now - o.sent >= self.timeout
@@ -258,10 +271,16 @@ class ChunkScheduler(Generic[S]):
         return min(times) if times else None
 
     # --- events -----------------------------------------------------------------------------
-    def accepts(self, source: S, index: int) -> bool:
-        """Whether an answer from this source for the frame at `index` is still awaited."""
+    def _current(self, source: S, index: int, serial: int | None) -> Outstanding | None:
+        """The outstanding frame an answer is for; None if that request was given up on or
+        answered by another source (a later request for the same chunks does not count)."""
         st = self.sources.get(source)
-        return st is not None and index in st.outstanding
+        o = st.outstanding.get(index) if st is not None else None
+        return o if o is not None and (serial is None or o.serial == serial) else None
+
+    def accepts(self, source: S, index: int, serial: int | None = None) -> bool:
+        """Whether an answer from this source for the frame at `index` is still awaited."""
+        return self._current(source, index, serial) is not None
 
     def on_frame(
         self,
@@ -273,15 +292,20 @@ class ChunkScheduler(Generic[S]):
         now: float,
         rtt: float | None = None,
         reason: str = "hash mismatch",
+        serial: int | None = None,
     ) -> list[int]:
-        """A frame came back and its chunks were checked. Returns the good chunks that were new
-        (the shell need not have written the others, but writing them is harmless)."""
+        """A frame came back and its chunks were checked (`bad`: any that failed, or that the
+        reply did not carry as asked). Returns the good chunks that were new."""
+        bad, good = list(bad), list(good)
         st = self.sources[source]
-        o = st.outstanding.pop(index, None)
-        for other in self.sources.values():  # end-game: the other copy is not needed any more
-            twin = other.outstanding.get(index)
-            if twin is not None and o is not None and twin.count == o.count and not bad:
-                del other.outstanding[index]
+        o = self._current(source, index, serial)
+        if o is not None:
+            del st.outstanding[index]
+            if not bad:  # end-game: another source's copy of these chunks is not needed now
+                for other in self.sources.values():
+                    twin = other.outstanding.get(index)
+                    if twin is not None and twin.count == o.count:
+                        del other.outstanding[index]
         new: list[int] = []
         for i in good:
             length = self.span(i)[1]
@@ -293,10 +317,11 @@ class ChunkScheduler(Generic[S]):
             st.good += 1
             st.bytes += length
             self.bytes_done += length
-        bad = list(bad)
         if bad:
             self.exclude(source, f"sent bad data for chunk {bad[0]}: {reason}")
-            self._requeue(i for i in bad if i not in self.done_chunks)
+            # everything the frame should have brought and did not goes back in the queue
+            owed = range(o.index, o.index + o.count) if o is not None else bad
+            self._requeue(i for i in owed if i not in self.done_chunks)
             return new
         st.failures = 0
         if o is not None and rtt is not None:
@@ -316,12 +341,14 @@ class ChunkScheduler(Generic[S]):
         elif queued > 3 * self.frame_bytes:
             st.window = max(self.min_window, st.window - self.frame_bytes)
 
-    def on_failure(self, source: S, index: int, reason: str, now: float) -> None:
+    def on_failure(
+        self, source: S, index: int, reason: str, now: float, serial: int | None = None
+    ) -> None:
         """A request timed out, the source answered with an error, or it went away: its frames
         go back in the queue and it sits out a while (longer each time in a row); after
         `max_failures` in a row it is dropped."""
         st = self.sources[source]
-        if index not in st.outstanding:
+        if self._current(source, index, serial) is None:
             return  # already given up on, or answered by another source
         self._release(st)
         st.failures += 1
@@ -330,6 +357,16 @@ class ChunkScheduler(Generic[S]):
             st.excluded = f"{reason} ({st.failures} times in a row)"
         else:
             st.retry_at = now + self.retry_after * 2 ** (st.failures - 1)
+
+    def on_busy(self, source: S, index: int, now: float, serial: int | None = None) -> None:
+        """The source said it is serving as much as it can: not a failure, but a sign to ask
+        less of it. Its frames go back in the queue, its window halves, and it pauses briefly."""
+        st = self.sources[source]
+        if self._current(source, index, serial) is None:
+            return
+        self._release(st)
+        st.window = max(self.min_window, st.window // 2)
+        st.retry_at = now + self.retry_after / 4
 
     def exclude(self, source: S, reason: str) -> None:
         st = self.sources[source]
