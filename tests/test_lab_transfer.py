@@ -121,3 +121,19 @@ def test_two_finds_of_one_file_at_once_do_not_clobber_each_other(lab: MakeLab, b
     assert sorted(doc["download"]["already_present"] for doc in docs) == [False, True]
     assert (downloads / "payload.bin").read_bytes() == payload
     assert sorted(x.name for x in downloads.iterdir()) == ["payload.bin"]  # nothing left over
+
+
+def test_ctrl_c_keeps_what_was_verified_and_says_how_to_go_on(lab: MakeLab, base: Path) -> None:
+    payload = os.urandom(16 * MIB)
+    nodes = holders(lab(2), base, 1, payload, rate="40mbit")
+    downloads = nodes[0].home / "downloaded"
+    proc = nodes[0].zwalk_bg("find", "payload.bin", *small_frames(nodes[0]))
+    wait_until(lambda: len(claimed(downloads)) >= 4, timeout=30)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 130, err
+    assert "run the same find again" in err
+    assert len(claimed(downloads)) >= 4 and not (downloads / "payload.bin").exists()
+    doc = cli_json(nodes[0].zwalk("find", "payload.bin", "--json", *small_frames(nodes[0])))
+    assert doc["download"]["resumed_bytes"] >= 4 * MIB
+    assert (downloads / "payload.bin").read_bytes() == payload

@@ -18,6 +18,7 @@ from zwalk.config import ConfigError
 F = TypeVar("F", bound=Callable[..., Any])
 
 EXIT_OK, EXIT_NOT_FOUND, EXIT_USAGE, EXIT_DOWNLOAD_FAILED = 0, 1, 2, 3
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 _KEY = "zwalk.globals"
 
 

@@ -27,7 +27,14 @@ from rich.progress import (
 from zwalk import control, identity
 from zwalk import protocol as p
 from zwalk.app import App, run, running
-from zwalk.cli import EXIT_DOWNLOAD_FAILED, EXIT_NOT_FOUND, EXIT_OK, global_options, make_app
+from zwalk.cli import (
+    EXIT_DOWNLOAD_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_NOT_FOUND,
+    EXIT_OK,
+    global_options,
+    make_app,
+)
 from zwalk.config import Endpoint
 from zwalk.download import DownloadError, DownloadResult, download
 from zwalk.finder import FindResult, SearchOptions, run_find
@@ -95,16 +102,21 @@ def find(
         q = parse_query(query, icase=ignore_case)
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="QUERY") from None
-    report, code = run(
-        _find(
-            app,
-            query,
-            q,
-            no_download=no_download,
-            all_=all_,
-            show_progress=not as_json and sys.stderr.isatty(),
+    try:
+        report, code = run(
+            _find(
+                app,
+                query,
+                q,
+                no_download=no_download,
+                all_=all_,
+                show_progress=not as_json and sys.stderr.isatty(),
+            )
         )
-    )
+    except KeyboardInterrupt:
+        # What was verified stays in the .part beside its progress record.
+        app.error("interrupted; run the same find again to go on from where it stopped")
+        ctx.exit(EXIT_INTERRUPTED)
     if as_json:
         click.echo(json.dumps(report, indent=2))
     else:
