@@ -73,6 +73,7 @@ def _tree(root: Path) -> None:
     (root / "downloaded").mkdir()
     (root / "downloaded" / "got.bin").write_bytes(b"got")
     (root / "half.iso.0123456789abcdef.part").write_bytes(b"partial")
+    (root / "half.iso.0123456789abcdef.part.progress").write_bytes(b"record")
 
 
 def test_scan_shares_what_it_should(tmp_path: Path) -> None:
