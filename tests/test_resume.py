@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from zwalk import protocol as p
 from zwalk import resume
-from zwalk.download import PartFile, progress_path
+from zwalk.partfile import PartFile, progress_path
 
 CS = p.MIN_CHUNK_SIZE
 
