@@ -19,6 +19,10 @@ from zwalk.locking import try_lock
 
 log = logging.getLogger(__name__)
 
+# Verified chunks that arrive ahead of the whole-file hash are kept in memory up to this many
+# bytes (frames finish out of order when two threads verify them, or several sources send).
+HOLD_AHEAD = 32 << 20
+
 
 def progress_path(part: Path) -> Path:
     return part.with_name(part.name + ".progress")
@@ -61,10 +65,12 @@ class PartFile:
         self.bits = bytearray((n + 7) // 8)
         # The whole file's BLAKE3, fed in file order while the data is still in memory, so the
         # final check needs no second pass over the file. Verified chunks that arrive ahead of
-        # the hashed prefix wait in `_ahead` and are read back once the prefix reaches them.
+        # the hashed prefix wait in `_ahead`, in memory or (past HOLD_AHEAD) to be read back.
         self._whole = blake3.blake3()
         self._hashed = 0
-        self._ahead: dict[int, int] = {}  # offset -> length, written and verified
+        # offset -> (length, the bytes if still held), for chunks written and verified
+        self._ahead: dict[int, tuple[int, memoryview | None]] = {}
+        self._held = 0  # bytes held in `_ahead`, up to HOLD_AHEAD
         self._hash_lock = threading.Lock()
 
     # --- resume -----------------------------------------------------------------------------
@@ -118,15 +124,24 @@ class PartFile:
             if offset < self._hashed:
                 return  # written twice (end-game): hashed already
             if offset > self._hashed or data is None:
-                self._ahead[offset] = length
+                # Keep the bytes (they are in memory now) unless that would hold too much;
+                # without them, the chunk is read back from the file when its turn comes.
+                keep = data is not None and self._held + length <= HOLD_AHEAD
+                self._ahead[offset] = (length, data if keep else None)
+                self._held += length if keep else 0
             else:
                 self._whole.update(data)
                 self._hashed += length
             self._catch_up()
 
     def _catch_up(self) -> None:
-        while (length := self._ahead.pop(self._hashed, None)) is not None:
-            self._whole.update(self._read(self._hashed, length))
+        while (ahead := self._ahead.pop(self._hashed, None)) is not None:
+            length, data = ahead
+            if data is None:
+                self._whole.update(self._read(self._hashed, length))
+            else:
+                self._whole.update(data)
+                self._held -= length
             self._hashed += length
 
     def whole_digest(self) -> bytes | None:
