@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ from hypothesis import strategies as st
 
 from zwalk import protocol as p
 from zwalk import resume
+from zwalk.download import DownloadError, _check_room
 from zwalk.partfile import PartFile, progress_path
 
 CS = p.MIN_CHUNK_SIZE
@@ -124,3 +126,10 @@ def test_the_whole_hash_waits_for_every_chunk(tmp_path: Path) -> None:
     part.write_frame(memoryview(data)[2 * CS :], 2, 1)
     assert part.whole_digest() == info.cid
     part.close()
+
+
+def test_a_download_that_cannot_fit_is_refused_before_it_starts(tmp_path: Path) -> None:
+    free = shutil.disk_usage(tmp_path).free
+    with pytest.raises(DownloadError, match="not enough space"):
+        _check_room(tmp_path / "dl", tmp_path / "dl" / "x.part", free + (1 << 30))
+    _check_room(tmp_path / "dl", tmp_path / "dl" / "x.part", 1 << 20)  # this much fits
