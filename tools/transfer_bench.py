@@ -170,6 +170,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--dir", type=Path, default=tmpfs, help="tmpfs for both sides")
     ap.add_argument("--only", choices=METHODS, action="append", help="run only these methods")
     ap.add_argument("--json", action="store_true", help="print the figures as one JSON object")
+    ap.add_argument(
+        "--settle",
+        type=float,
+        default=0.0,
+        help="seconds to wait before each run, after the last output was deleted",
+    )
     args = ap.parse_args(argv)
     size = parse_size(args.size)
     methods = args.only or list(METHODS)
@@ -225,6 +231,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for r in range(args.rounds + 1):
                     for m in methods:
                         out = dest / "payload.bin"
+                        time.sleep(args.settle)
                         run = _one(m, out, http_port, raw_port, local_data, dest, cid)
                         got = out.stat().st_size
                         if got != size:
