@@ -17,7 +17,13 @@ It also reports each client's peak RSS (ru_maxrss from wait4). Source and destin
 on tmpfs (the default is /dev/shm) so that the disk does not set the pace.
 
     python tools/transfer_bench.py --size 2G --rounds 3
+    python tools/transfer_bench.py --size 2G --rounds 5 --settle 5     # equal memory for all
     python tools/transfer_bench.py --size 4G --rounds 1 --only zwalk   # the memory bound
+
+In a VM that hands freed memory back to its host, writing into pages the host must back again
+is slow, and a run that starts right after the previous round deleted its output gets pages
+that are still backed; `--settle` waits before every run so that all methods start alike
+(docs/BENCHMARKS.md).
 
 Targets (issue 5): zwalk download >= 1.0x curl and >= 0.7x sendfile; whole find >= 0.85x curl.
 """
