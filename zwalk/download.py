@@ -47,6 +47,7 @@ class DownloadResult:
     received_bytes: int = 0  # chunk payload bytes received, verified or not, needed or not
     resumed_bytes: int = 0  # verified bytes found in a .part from an earlier attempt
     duplicate_requests: int = 0  # end-game copies of frames asked of a second source
+    bytes_by_source: dict[str, int] = field(default_factory=dict)  # verified bytes each sent
 
 
 MAX_LOCAL_NAME = 224  # bytes: room under the usual 255 for " (999)" or ".<16 hex>.part"
@@ -211,6 +212,9 @@ async def download(
             received_bytes=received,
             resumed_bytes=resumed,
             duplicate_requests=sched.duplicates,
+            bytes_by_source={
+                link.label: st.bytes for link, st in sched.sources.items() if st.bytes
+            },
         )
     raise DownloadError(
         "no holder sent chunk hashes that match the content id: "

@@ -248,6 +248,7 @@ async def _find(
                     "resumed_bytes": got.resumed_bytes,
                     "received_bytes": got.received_bytes,
                     "end_game_requests": got.duplicate_requests,
+                    "bytes_by_source": got.bytes_by_source,
                 }
             )
         report["download"] = report["downloads"][0] if report["downloads"] else None
