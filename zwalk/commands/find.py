@@ -419,9 +419,15 @@ def _render(app: App, r: dict[str, Any], trace: bool) -> None:
             f"{name:<{wn}}  {size:>{ws}}  {cid}  {holders}", highlight=False, markup=False
         )
     for d in r["downloads"]:
-        rate = d["bytes"] / d["seconds"] / 1e6 if d["seconds"] > 0 else 0.0
+        # the rate of what came over the network this time, not of what a resume found
+        rate = d["fetched_bytes"] / d["seconds"] / 1e6 if d["seconds"] > 0 else 0.0
         verb = "already had" if d["already_present"] else "saved"
+        resumed = (
+            f", {_human_size(d['resumed_bytes'])} of it kept from an earlier attempt"
+            if d["resumed_bytes"]
+            else ""
+        )
         app.info(
-            f"{verb} {d['path']} ({_human_size(d['bytes'])}, verified) from "
+            f"{verb} {d['path']} ({_human_size(d['bytes'])}, verified{resumed}) from "
             f"{len(d['sources'])} source(s) in {d['seconds']:.2f} s, {rate:.0f} MB/s"
         )
