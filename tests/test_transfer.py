@@ -192,7 +192,7 @@ def test_a_slow_source_gets_less_work() -> None:
     assert 3.0 <= ratio <= 5.0, ratio
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(
     seed=st.integers(0, 2**32 - 1),
     chunks=st.integers(0, 60),
@@ -202,16 +202,18 @@ def test_a_slow_source_gets_less_work() -> None:
 def test_random_answers_never_break_the_bookkeeping(
     seed: int, chunks: int, sources: int, have: set[int]
 ) -> None:
-    """Any mix of good frames, bad chunks, failures and time: in-flight bytes stay within the
-    limits, nothing done is asked for again, and the download completes while one honest source
-    is left, or is stuck only once every source is dropped."""
+    """Any mix of good frames, bad chunks, wrong replies, busy answers, failures, answers that
+    come too late and time passing, driven as the download loop does: in-flight bytes stay within
+    the limits, nothing done is asked for again, there is always something to wait for, and the
+    download completes while the honest source is left (or is stuck once every source is
+    dropped)."""
     rng = random.Random(seed)
     names = [f"s{i}" for i in range(sources)]
     honest = names[0]  # never lies, and fails only now and then
     s = sched(chunks, names, have=have, max_total=5 * FRAME, window=2 * FRAME, retry_after=0.5)
     now = 0.0
-    out: list[Request[str]] = []
-    for _ in range(2000):
+    out: list[Request[str]] = []  # every request sent and not yet answered, stale ones too
+    for _ in range(3000):
         if s.complete or s.stuck:
             break
         for r in s.requests(now):
@@ -219,25 +221,37 @@ def test_random_answers_never_break_the_bookkeeping(
             out.append(r)
         total = sum(x.in_flight for x in s.sources.values())
         assert total <= s.max_total and all(x.in_flight <= x.window for x in s.sources.values())
-        now += rng.random()
+        due = s.next_deadline()
+        assert out or due is not None, "nothing out and nothing due: the download would hang"
         if not out:
+            assert due is not None
+            now = max(now, due)  # the loop sleeps until a pause is over
             continue
+        now += rng.random()
         r = out.pop(rng.randrange(len(out)))
-        if not s.accepts(r.source, r.index):
-            continue
         roll = rng.random()
-        if roll < 0.1 and (r.source != honest or rng.random() < 0.3):
-            s.on_failure(r.source, r.index, "timed out", now)
-        elif roll < 0.2 and r.source != honest:
-            s.on_frame(r.source, r.index, chunks_of(r)[1:], chunks_of(r)[:1], now=now)
-        else:
-            s.on_frame(r.source, r.index, chunks_of(r), now=now, rtt=rng.random())
-        out = [x for x in out if s.accepts(x.source, x.index)]
+        if roll < 0.08 and (r.source != honest or rng.random() < 0.3):
+            s.on_failure(r.source, r.index, "timed out", now, r.serial)
+        elif roll < 0.12:
+            s.on_busy(r.source, r.index, now, r.serial)
+        elif roll < 0.18 and r.source != honest:
+            s.on_frame(
+                r.source, r.index, chunks_of(r)[1:], chunks_of(r)[:1], now=now, serial=r.serial
+            )
+        elif roll < 0.22 and r.source != honest:  # a reply of the wrong length: nothing usable
+            s.on_frame(r.source, r.index, [], chunks_of(r), now=now, serial=r.serial)
+        elif s.accepts(r.source, r.index, r.serial):  # the shell drops answers not awaited
+            s.on_frame(r.source, r.index, chunks_of(r), now=now, rtt=rng.random(), serial=r.serial)
     assert s.complete or s.stuck
     if s.stuck:
         assert s.sources[honest].excluded is not None
     else:
-        assert s.bytes_done == info(chunks).size
+        assert (
+            s.bytes_done
+            == info(chunks).size
+            == sum(x.bytes for x in s.sources.values())
+            + sum(s.span(i)[1] for i in have if i < s.count)
+        )
 
 
 def test_a_reply_that_brought_the_wrong_thing_puts_the_whole_frame_back() -> None:
