@@ -133,3 +133,16 @@ def test_a_download_that_cannot_fit_is_refused_before_it_starts(tmp_path: Path) 
     with pytest.raises(DownloadError, match="not enough space"):
         _check_room(tmp_path / "dl", tmp_path / "dl" / "x.part", free + (1 << 30))
     _check_room(tmp_path / "dl", tmp_path / "dl" / "x.part", 1 << 20)  # this much fits
+
+
+def test_two_copies_of_a_chunk_ahead_of_the_hash_are_held_once(tmp_path: Path) -> None:
+    data = os.urandom(3 * CS)
+    info = info_for(data)
+    part = PartFile(tmp_path / "f.part", info)
+    view = memoryview(data)
+    for _ in range(2):  # an end-game copy of chunk 2 arrives twice, both ahead of chunk 0
+        part.write_frame(view[2 * CS :], 2, 1)
+    assert part._held == CS
+    part.write_frame(view[: 2 * CS], 0, 2)
+    assert part._held == 0 and part.whole_digest() == info.cid
+    part.close()

@@ -293,3 +293,14 @@ def test_a_pause_that_is_over_is_no_deadline_and_busy_is_not_a_failure() -> None
     s.requests(2.0)  # a is usable again
     deadline = s.next_deadline()
     assert deadline is not None and deadline > 2.0  # a frame's timeout, not a pause long over
+
+
+def test_a_reply_waiting_for_the_disk_does_not_time_the_source_out() -> None:
+    s = sched(8, ["a"])
+    first, second = s.requests(0)
+    s.on_arrival("a", first.index, first.serial)  # here, but the disk is slow
+    assert [(r.index, r.count) for r in s.overdue(100)] == [(second.index, second.count)]
+    assert s.next_deadline() == 5.0  # the second frame's timeout only
+    assert s.sources["a"].in_flight == 2 * FRAME  # its bytes still count until written
+    s.on_frame("a", first.index, chunks_of(first), now=100, serial=first.serial)
+    assert s.sources["a"].failures == 0 and set(chunks_of(first)) <= s.done_chunks

@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from zwalk import protocol as p
 from zwalk.index import file_blake3
@@ -26,6 +27,7 @@ from zwalk.partfile import PartFile
 from zwalk.transfer import ChunkScheduler, Request, TransferOptions
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 Progress = Callable[[int, int, int], None]  # bytes done, total bytes, active sources
 
@@ -177,13 +179,15 @@ async def download(
                 # another hash list, can do better now).
                 if (info, sources) != groups[-1]:
                     log.warning("every holder with this hash list failed; trying the next")
+                    if part.private:
+                        part.discard()  # nobody would ever resume it
                     part.close()
                     continue
                 raise DownloadError(
                     "every source failed: " + "; ".join(f"{k}: {v}" for k, v in excluded.items())
                 )
-            await asyncio.to_thread(part.finish)
-            whole = await asyncio.to_thread(part.whole_digest)
+            await _in_thread(part.finish)
+            whole = await _in_thread(part.whole_digest)
             if whole != cid:
                 lie = "their chunk hashes do not add up to the content id"
                 log.warning("%s: %s", ", ".join(s.label for s in sources), lie)
@@ -192,7 +196,7 @@ async def download(
                 continue
             if os.name == "nt":  # Windows cannot link or remove a file that is open
                 part.close()
-            final, present = await asyncio.to_thread(place, part.path, out_dir, name, cid)
+            final, present = await _in_thread(place, part.path, out_dir, name, cid)
             part.forget_progress()  # while still holding its lock
         except BaseException:
             if part.private:  # nobody would ever resume it
@@ -220,6 +224,17 @@ async def download(
         "no holder sent chunk hashes that match the content id: "
         + "; ".join(f"{k}: {v}" for k, v in excluded.items())
     )
+
+
+async def _in_thread(fn: Callable[..., T], *args: object) -> T:
+    """Run `fn` in a thread. If we are cancelled meanwhile (Ctrl-C), wait for it to finish
+    before going on: it uses the .part's files, which the caller closes on the way out."""
+    task = asyncio.ensure_future(asyncio.to_thread(fn, *args))
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await asyncio.wait([task])
+        raise
 
 
 def _check_room(out_dir: Path, part: Path, size: int) -> None:
@@ -297,7 +312,7 @@ async def _attempt(
     """Fetch what the .part lacks from these sources; returns the scheduler, the bytes found
     already there, and the payload bytes received."""
     claimed = part.claimed()
-    have = await asyncio.to_thread(part.verify, claimed) if claimed else set()
+    have = await _in_thread(part.verify, claimed) if claimed else set()
     if claimed:
         log.info("resuming: %d of %d claimed chunks verified", len(have), len(claimed))
     sched: ChunkScheduler[PeerLink] = ChunkScheduler(
@@ -413,6 +428,7 @@ async def _run(
         if len(reply.payload) != length:
             why = f"sent {len(reply.payload)} bytes, want {length}"
             return _Answer(req, bad=everything, failure=why)
+        sched.on_arrival(req.source, req.index, req.serial)
         write = loop.run_in_executor(
             pool, part.write_frame, memoryview(reply.payload), req.index, req.count
         )

@@ -121,8 +121,8 @@ class PartFile:
 
     def _add_to_whole(self, offset: int, length: int, data: memoryview | None) -> None:
         with self._hash_lock:
-            if offset < self._hashed:
-                return  # written twice (end-game): hashed already
+            if offset < self._hashed or offset in self._ahead:
+                return  # written twice (end-game): hashed already, or waiting its turn
             if offset > self._hashed or data is None:
                 # Keep the bytes (they are in memory now) unless that would hold too much;
                 # without them, the chunk is read back from the file when its turn comes.

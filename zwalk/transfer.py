@@ -50,6 +50,7 @@ class Outstanding:
     sent: float
     duplicate: bool
     serial: int
+    arrived: bool = False  # the reply is here and waits to be verified and written
 
 
 @dataclass(slots=True)
@@ -255,13 +256,16 @@ class ChunkScheduler(Generic[S]):
             Request(s, o.index, o.count, o.duplicate, o.serial)
             for s, st in self.sources.items()
             for o in st.outstanding.values()
-            if now - o.sent >= self.timeout
+            if not o.arrived and now - o.sent >= self.timeout
         ]
 
     def next_deadline(self) -> float | None:
         """When something is next due: a frame's timeout, or a source's retry."""
         times = [
-            o.sent + self.timeout for st in self.sources.values() for o in st.outstanding.values()
+            o.sent + self.timeout
+            for st in self.sources.values()
+            for o in st.outstanding.values()
+            if not o.arrived
         ]
         times += [
             st.retry_at
@@ -277,6 +281,14 @@ class ChunkScheduler(Generic[S]):
         st = self.sources.get(source)
         o = st.outstanding.get(index) if st is not None else None
         return o if o is not None and (serial is None or o.serial == serial) else None
+
+    def on_arrival(self, source: S, index: int, serial: int | None = None) -> None:
+        """The reply is here; verifying and writing it is up to us, not the source, so its
+        timeout no longer runs (a slow disk must not count against the sources). Its bytes
+        still count against the window until on_frame."""
+        o = self._current(source, index, serial)
+        if o is not None:
+            o.arrived = True
 
     def accepts(self, source: S, index: int, serial: int | None = None) -> bool:
         """Whether an answer from this source for the frame at `index` is still awaited."""

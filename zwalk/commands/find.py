@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import functools
 import json
+import logging
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -41,6 +42,8 @@ from zwalk.finder import FindResult, SearchOptions, run_find
 from zwalk.node import Node, PeerLink
 from zwalk.query import Query, parse_query
 from zwalk.walk import Strategy
+
+log = logging.getLogger(__name__)
 
 
 @click.command()
@@ -269,14 +272,21 @@ async def _gather_holders(
     the peers (or time is up). Each new holder is met and handed to the download."""
     cid_query = Query(kind=p.QueryKind.CID, pattern=p.cid_to_text(f.cid), icase=False)
     wide = replace(opts, want=2)
-    local = control.read_state(app.cfg.data_dir) if via == "local-node" else None
-    if local is not None:
-        reply = await control.request(local, _find_msg(local, cid_query, wide), wide.timeout + 5)
-        if not isinstance(reply, p.FindOk):
-            return
-        result = FindResult.from_wire(reply, wide.strategy)
-    else:
-        result = await run_find(node, cid_query, wide)
+    try:
+        if via == "local-node":
+            local = control.read_state(app.cfg.data_dir)
+            if local is None:
+                return  # the local node went away; the download node cannot walk itself
+            msg = _find_msg(local, cid_query, wide)
+            reply = await control.request(local, msg, wide.timeout + 5)
+            if not isinstance(reply, p.FindOk):
+                return
+            result = FindResult.from_wire(reply, wide.strategy)
+        else:
+            result = await run_find(node, cid_query, wide)
+    except Exception as e:  # more holders are a bonus: the download goes on without them
+        log.info("looking for more holders failed: %s", e)
+        return
     known = {(h.host, h.port) for h in f.holders}
     for hit in result.found:
         if hit.cid != f.cid:
