@@ -36,15 +36,7 @@ class PartFile:
         self.private = private  # this process's own .part: no later run will resume it
         self.record = progress_path(path)
         flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_BINARY", 0)
-        self._rfd = os.open(self.record, flags, 0o644)
-        try:
-            try_lock(self._rfd)
-        except OSError as e:
-            if e.errno in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES, errno.EDEADLK):
-                os.close(self._rfd)
-                raise BlockingIOError(f"{path} is being downloaded by another process") from None
-            # a file system without locks (some network mounts): go on unguarded
-            log.warning("cannot lock %s (%s); two finds of this file at once may collide", path, e)
+        self._rfd = self._lock_record(flags)
         try:
             self.fd = os.open(path, flags, 0o644)
         except OSError:
@@ -72,6 +64,34 @@ class PartFile:
         self._ahead: dict[int, tuple[int, memoryview | None]] = {}
         self._held = 0  # bytes held in `_ahead`, up to HOLD_AHEAD
         self._hash_lock = threading.Lock()
+
+    def _lock_record(self, flags: int) -> int:
+        """Open and lock the progress record. A process that finished with this .part removes
+        the record before it lets the lock go; if we locked a record that was removed under us,
+        another process may lock the new one, so open it again."""
+        for _ in range(3):
+            fd = os.open(self.record, flags, 0o644)
+            try:
+                try_lock(fd)
+            except OSError as e:
+                os.close(fd)
+                if e.errno in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES, errno.EDEADLK):
+                    raise BlockingIOError(
+                        f"{self.path} is being downloaded by another process"
+                    ) from None
+                # a file system without locks (some network mounts): go on unguarded
+                log.warning(
+                    "cannot lock %s (%s); two finds of this file at once may collide", self.path, e
+                )
+                return os.open(self.record, flags, 0o644)
+            try:
+                here, ours = os.stat(self.record), os.fstat(fd)
+                if (here.st_dev, here.st_ino) == (ours.st_dev, ours.st_ino):
+                    return fd
+            except FileNotFoundError:
+                pass
+            os.close(fd)  # the record was replaced or removed meanwhile: try again
+        raise BlockingIOError(f"{self.path} is being downloaded by another process")
 
     # --- resume -----------------------------------------------------------------------------
     def claimed(self) -> set[int]:
