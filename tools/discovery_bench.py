@@ -43,21 +43,7 @@ def serve_cmd(lab: netlab.Lab, host: int, base: Path) -> list[str]:
     share = base / f"h{host}" / "share"
     share.mkdir(parents=True, exist_ok=True)
     (share / f"h{host}.txt").write_text(f"h{host}\n")
-    return [
-        sys.executable,
-        "-m",
-        "zwalk",
-        "serve",
-        str(share),
-        "--port",
-        "0",
-        "--name",
-        f"h{host}",
-        "--interface",
-        lab.hosts[host].address,
-        "--data-dir",
-        str(base / f"h{host}" / "data"),
-    ]
+    return lab.serve_cmd(host, share, base / f"h{host}" / "data")
 
 
 async def alive_at(observers: list[control.LocalNode], node: bytes) -> list[bool]:

@@ -123,6 +123,24 @@ class Lab:
     def exec_prefix(self, host: int) -> list[str]:
         return ["ip", "netns", "exec", self.hosts[host].ns]
 
+    def serve_cmd(self, host: int, share: Path, data_dir: Path) -> list[str]:
+        """`zwalk serve` for a host: named h<i>, on its lab address, any free port."""
+        return [
+            sys.executable,
+            "-m",
+            "zwalk",
+            "serve",
+            str(share),
+            "--port",
+            "0",
+            "--name",
+            f"h{host}",
+            "--interface",
+            self.hosts[host].address,
+            "--data-dir",
+            str(data_dir),
+        ]
+
     def spawn(self, host: int, cmd: Sequence[str], **kw: object) -> subprocess.Popen[bytes]:
         """Start a process on a host; it is stopped when the lab closes, and gets SIGTERM if
         the process that made the lab dies without closing it."""
@@ -275,24 +293,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 share = args.serve / f"h{h.index}"
                 share.mkdir(parents=True, exist_ok=True)
                 (share / f"hello-from-h{h.index}.txt").write_text(f"host {h.index}\n")
-                lab.spawn(
-                    h.index,
-                    [
-                        sys.executable,
-                        "-m",
-                        "zwalk",
-                        "serve",
-                        str(share),
-                        "--interface",
-                        h.address,
-                        "--port",
-                        "0",
-                        "--name",
-                        f"h{h.index}",
-                        "--data-dir",
-                        str(share / ".zwalk"),
-                    ],
-                )
+                lab.spawn(h.index, lab.serve_cmd(h.index, share, share / ".zwalk"))
             print(f"h{h.index}  {h.address:<15}  {shlex.join(lab.exec_prefix(h.index))} ...")
         print(f"lab {lab.lab_id} up with {len(lab.hosts)} hosts; Ctrl-C removes it")
         try:

@@ -44,21 +44,7 @@ STRATEGIES = {  # strategy -> (walkers, initial, ttl)
 
 
 def serve_cmd(lab: netlab.Lab, host: int, base: Path) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "zwalk",
-        "serve",
-        str(base / f"h{host}" / "share"),
-        "--port",
-        "0",
-        "--name",
-        f"h{host}",
-        "--interface",
-        lab.hosts[host].address,
-        "--data-dir",
-        str(base / f"h{host}" / "data"),
-    ]
+    return lab.serve_cmd(host, base / f"h{host}" / "share", base / f"h{host}" / "data")
 
 
 async def sent_total(locals_: list[control.LocalNode]) -> int:

@@ -39,9 +39,7 @@ def serve(lab: netlab.Lab, host: int, base: Path) -> subprocess.Popen[bytes]:
     home = base / f"h{host}"
     (home / "share").mkdir(parents=True, exist_ok=True)
     log = (home / "serve.log").open("ab")
-    cmd = [sys.executable, "-m", "zwalk", "serve", str(home / "share"), "--port", "0"]
-    cmd += ["--name", f"h{host}", "--interface", lab.hosts[host].address]
-    cmd += ["--data-dir", str(home / "data")]
+    cmd = lab.serve_cmd(host, home / "share", home / "data")
     proc = lab.spawn(host, cmd, stdout=subprocess.DEVNULL, stderr=log)
     log.close()
     deadline = time.monotonic() + 60

@@ -311,8 +311,7 @@ async def _attempt(
 ) -> tuple[ChunkScheduler[PeerLink], int, int]:
     """Fetch what the .part lacks from these sources; returns the scheduler, the bytes found
     already there, and the payload bytes received."""
-    claimed = part.claimed()
-    have = await _in_thread(part.verify, claimed) if claimed else set()
+    claimed, have = await _in_thread(part.resume)  # reads and hashes the .part: not here
     if claimed:
         log.info("resuming: %d of %d claimed chunks verified", len(have), len(claimed))
     sched: ChunkScheduler[PeerLink] = ChunkScheduler(

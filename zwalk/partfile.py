@@ -55,6 +55,7 @@ class PartFile:
         self._write_lock = threading.Lock()
         n = p.chunk_count(info.size, info.chunk_size)
         self.bits = bytearray((n + 7) // 8)
+        self._hashes_hash = resume.list_hash(info)  # saved with every record
         # The whole file's BLAKE3, fed in file order while the data is still in memory, so the
         # final check needs no second pass over the file. Verified chunks that arrive ahead of
         # the hashed prefix wait in `_ahead`, in memory or (past HOLD_AHEAD) to be read back.
@@ -94,6 +95,12 @@ class PartFile:
         raise BlockingIOError(f"{self.path} is being downloaded by another process")
 
     # --- resume -----------------------------------------------------------------------------
+    def resume(self) -> tuple[set[int], set[int]]:
+        """(chunks the record claims, those of them still intact): what an earlier attempt
+        left that need not be fetched again."""
+        claimed = self.claimed()
+        return claimed, self.verify(claimed) if claimed else set()
+
     def claimed(self) -> set[int]:
         try:
             with self._lock:  # one byte more than a record for this file can be: a bad one
@@ -118,7 +125,7 @@ class PartFile:
         return good
 
     def save(self, bits: bytes) -> None:
-        record = resume.encode_bits(self.info, bits)
+        record = resume.encode_bits(self.info, bits, self._hashes_hash)
         with self._lock:
             _pwrite_all(self._rfd, record, 0)
             os.ftruncate(self._rfd, len(record))

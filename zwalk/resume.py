@@ -23,7 +23,9 @@ class BadRecord(ValueError):
     pass
 
 
-def _list_hash(info: p.FileInfo) -> bytes:
+def list_hash(info: p.FileInfo) -> bytes:
+    """What a record keeps of the chunk hash list (worth computing once per download: the list
+    is up to 4 MiB)."""
     return blake3.blake3(info.hashes).digest()
 
 
@@ -41,11 +43,14 @@ def encode(info: p.FileInfo, done: Iterable[int]) -> bytes:
     return encode_bits(info, bitmap(info, done))
 
 
-def encode_bits(info: p.FileInfo, bits: bytes | bytearray) -> bytes:
+def encode_bits(
+    info: p.FileInfo, bits: bytes | bytearray, hashes_hash: bytes | None = None
+) -> bytes:
     n = p.chunk_count(info.size, info.chunk_size)
     if len(bits) != (n + 7) // 8:
         raise ValueError("bitmap length does not fit the file")
-    body = _HEAD.pack(MAGIC, info.cid, info.size, info.chunk_size, _list_hash(info), n) + bits
+    hashes_hash = hashes_hash or list_hash(info)
+    body = _HEAD.pack(MAGIC, info.cid, info.size, info.chunk_size, hashes_hash, n) + bits
     return body + blake3.blake3(body).digest()[:_CHECK]
 
 
@@ -58,10 +63,10 @@ def decode(data: bytes, info: p.FileInfo) -> set[int]:
     if len(data) != record_size(info):  # checked first: the rest costs time in the record's size
         raise BadRecord("not the size of a record for this file")
     cid, claimed = peek(data)
-    _, _, size, chunk_size, list_hash, n = _HEAD.unpack_from(data)
+    _, _, size, chunk_size, hashes, n = _HEAD.unpack_from(data)
     if (cid, size, chunk_size) != (info.cid, info.size, info.chunk_size):
         raise BadRecord("for other content or another chunk size")
-    if list_hash != _list_hash(info) or n != p.chunk_count(info.size, info.chunk_size):
+    if hashes != list_hash(info) or n != p.chunk_count(info.size, info.chunk_size):
         raise BadRecord("for another chunk hash list")
     return claimed
 

@@ -105,7 +105,6 @@ class ChunkScheduler(Generic[S]):
         self.bytes_done = sum(self.span(i)[1] for i in self.done_chunks)
         self.duplicates = 0  # end-game requests sent
         self._serial = 0
-        self.wasted_bytes = 0  # bytes that arrived for chunks already done
 
     def add_source(self, source: S) -> None:
         self.sources.setdefault(source, SourceState(window=self.initial_window))
@@ -322,8 +321,7 @@ class ChunkScheduler(Generic[S]):
         for i in good:
             length = self.span(i)[1]
             if i in self.done_chunks:
-                self.wasted_bytes += length
-                continue
+                continue  # another copy came first
             self.done_chunks.add(i)
             new.append(i)
             st.good += 1
