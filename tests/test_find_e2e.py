@@ -14,7 +14,7 @@ from procs import LOOPBACK, ServeProcess, run_zwalk, zwalk_cmd
 from zwalk import identity
 from zwalk import protocol as p
 from zwalk.app import running
-from zwalk.config import Config
+from zwalk.config import Config, Endpoint
 from zwalk.download import part_path
 from zwalk.node import Node
 
@@ -396,3 +396,19 @@ async def test_the_largest_group_lies_and_the_honest_holder_still_delivers(tmp_p
     assert sum("do not add up" in v for k, v in d["excluded"].items() if "liar" in k) == 2
     assert all("honest" in s for s in d["sources"])
     assert sorted(x.name for x in (tmp_path / "dl").iterdir()) == ["file.bin"]
+
+
+async def test_wait_until_wakes_at_the_hello_and_gives_up_at_its_timeout(tmp_path: Path) -> None:
+    # `zwalk find` waits like this for the holders' hellos before it downloads
+    a = Node(_node_cfg(tmp_path, "a"), identity.ephemeral())
+    async with running(a):
+        ep = Endpoint(LOOPBACK, a.port)
+        cfg = replace(_node_cfg(tmp_path, "b"), peers=(ep,))
+        b = Node(cfg, identity.ephemeral(), listen=False)
+        async with running(b):
+            assert await b.wait_until(lambda: b.alive(ep), 10)
+            assert b.link_for(a.identity.node_id) is not None
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            assert not await b.wait_until(lambda: False, 0.2)
+            assert loop.time() - started >= 0.2

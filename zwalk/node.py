@@ -17,7 +17,7 @@ import random
 import secrets
 import threading
 import time
-from collections.abc import Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -101,7 +101,9 @@ class Node:
         self._buffers = BufferPool(keep=2 * MAX_CONCURRENT_READS)
         self._scan_lock = asyncio.Lock()
         self._wake = asyncio.Event()
-        self.changed = asyncio.Event()  # set whenever the membership table changes
+        # Set at the next change of the membership table, then replaced by a fresh one: every
+        # waiter wakes, and none can clear the signal under another.
+        self._changed = asyncio.Event()
         self.walks = WalkService(self)
 
     @property
@@ -346,7 +348,7 @@ class Node:
                     if task is not None:
                         task.cancel()
         if actions:
-            self.changed.set()
+            self._membership_changed()
             self._wake.set()
 
     def _link(self, ep: Endpoint) -> PeerLink:
@@ -407,7 +409,7 @@ class Node:
                 ref.node, gossiped, Source.GOSSIP, f"via {reply.name}", now
             )
         self._apply(actions)
-        self.changed.set()
+        self._membership_changed()
 
     async def _ping(self, link: PeerLink) -> None:
         try:
@@ -427,6 +429,34 @@ class Node:
                 async with asyncio.timeout(wait):
                     await self._wake.wait()
 
+    def _membership_changed(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def next_change(self, timeout: float) -> bool:
+        """Wait until the membership table changes (True) or `timeout` seconds pass (False)."""
+        changed = self._changed
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(max(0.0, timeout)):
+                await changed.wait()
+        return changed.is_set()
+
+    async def wait_until(self, ready: Callable[[], bool], timeout: float) -> bool:
+        """Wait until `ready()` holds, checked at each membership change, for at most `timeout`
+        seconds; returns whether it does."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not ready():
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                return False
+            await self.next_change(left)
+        return True
+
+    def alive(self, ep: Endpoint) -> bool:
+        """Whether the peer at `ep` has answered our hello and still answers pings."""
+        m = self.membership.by_endpoint.get(ep)
+        return m is not None and m.state is State.ALIVE
+
     async def settle(self, wait: float, quiet: float = 0.3) -> None:
         """Let discovery and hellos run: up to `wait` seconds, less once every peer found has
         answered and nothing new turned up for `quiet` seconds."""
@@ -434,17 +464,13 @@ class Node:
         deadline = loop.time() + wait
         last_change = loop.time()
         while (now := loop.time()) < deadline:
-            if self.changed.is_set():
-                self.changed.clear()
-                last_change = now
             members = self.membership.by_endpoint.values()
-            if (
-                members
-                and all(m.state is State.ALIVE for m in members)
-                and (now - last_change >= quiet)
-            ):
+            answered = bool(members) and all(m.state is State.ALIVE for m in members)
+            if answered and now - last_change >= quiet:
                 return
-            await asyncio.sleep(min(0.05, deadline - now))
+            until = min(deadline, last_change + quiet) if answered else deadline
+            if await self.next_change(until - now):
+                last_change = loop.time()
 
     def neighbours(self) -> list[bytes]:
         """Node ids of the live peers: where a walk can go next."""

@@ -175,8 +175,8 @@ async def _search(
             node = await stack.enter_async_context(
                 running(Node(dl_cfg, identity.ephemeral(), listen=False))
             )
-            if holders:
-                await node.settle(cfg.reply_timeout)
+            # Only the holders matter to this node: no need to wait for discovery to go quiet.
+            await node.wait_until(lambda: all(map(node.alive, holders)), cfg.reply_timeout)
             return result, "local-node", node
         app.warn("the local node did not answer its control endpoint; searching without it")
     # A temporary node that listens (walkers report hits to it) but does not announce itself.
@@ -299,10 +299,10 @@ async def _gather_holders(
             link = node.link_to(ref)
             if link is None:
                 continue
-            with contextlib.suppress(TimeoutError):  # met when it answers our hello
-                async with asyncio.timeout(app.cfg.reply_timeout):
-                    while node.link_for(h.node) is None:  # noqa: ASYNC110 - no per-peer event
-                        await asyncio.sleep(0.02)
+            # met when it answers our hello
+            if await node.wait_until(
+                lambda node_id=h.node: node.link_for(node_id) is not None, app.cfg.reply_timeout
+            ):
                 out.put_nowait(link)
 
 
