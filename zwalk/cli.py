@@ -4,6 +4,7 @@
 # `zwalk find f --peer X`); repeatable ones add up, single ones given after the command win.
 from __future__ import annotations
 
+import importlib
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -97,6 +98,25 @@ def make_app(ctx: click.Context, **overrides: Any) -> App:
 
 
 class ZwalkGroup(click.Group):
+    # Subcommands are imported when used: a find need not load zeroconf (for doctor) first.
+    LAZY = {
+        "serve": "zwalk.commands.serve",
+        "find": "zwalk.commands.find",
+        "peers": "zwalk.commands.peers",
+        "doctor": "zwalk.commands.doctor",
+        "demo": "zwalk.commands.demo",
+    }
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [*self.LAZY, *super().list_commands(ctx)]
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.LAZY:
+            command = getattr(importlib.import_module(self.LAZY[cmd_name]), cmd_name)
+            assert isinstance(command, click.Command)  # noqa: S101 - a table of our own
+            return command
+        return super().get_command(ctx, cmd_name)
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
@@ -114,10 +134,3 @@ def cli() -> None:
 
 def main() -> None:
     sys.exit(cli.main(standalone_mode=True))
-
-
-# Commands import this module for global_options and make_app, so they are attached last.
-from zwalk.commands import demo, doctor, find, peers, serve  # noqa: E402
-
-for _cmd in (serve.serve, find.find, peers.peers, doctor.doctor, demo.demo):
-    cli.add_command(_cmd)

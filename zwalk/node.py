@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Coroutine, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import zmq
 import zmq.asyncio
@@ -28,7 +28,6 @@ from zwalk import control
 from zwalk import protocol as p
 from zwalk.buffers import BufferPool
 from zwalk.config import Config, Endpoint
-from zwalk.discovery import Discovery
 from zwalk.identity import Identity
 from zwalk.index import Index, scan
 from zwalk.links import PeerError, PeerGone, PeerInfo, PeerLink, configure
@@ -37,6 +36,9 @@ from zwalk.netif import default_addresses, ipv4_networks, resolve
 from zwalk.query import Query
 from zwalk.walk import Strategy
 from zwalk.walkshell import WalkService
+
+if TYPE_CHECKING:
+    from zwalk.discovery import Discovery
 
 __all__ = ["Node", "PeerError", "PeerGone", "PeerInfo", "PeerLink"]
 
@@ -145,6 +147,9 @@ class Node:
                 log.warning("no non-loopback IPv4 interface: discovery runs on %s", LOOPBACK)
                 addrs = [LOOPBACK]
             self.mdns_addresses = addrs
+            # zeroconf takes a good part of a second-long find's start-up: only when needed
+            from zwalk.discovery import Discovery
+
             self.discovery = Discovery(
                 addresses=addrs,
                 spawn=self.spawn,
