@@ -2,11 +2,13 @@
 # with it, over real sockets.
 from __future__ import annotations
 
+import platform
+import sys
 import time
 
 import zmq
 
-from zwalk.buffers import BufferPool
+from zwalk.buffers import BufferPool, keep_freed_frames
 
 
 def test_a_buffer_comes_back_only_once_zeromq_has_sent_it() -> None:
@@ -35,3 +37,8 @@ def test_a_buffer_comes_back_only_once_zeromq_has_sent_it() -> None:
         assert extra.obj is not first.obj and extra.obj is not second.obj
     finally:
         ctx.destroy(linger=0)
+
+
+def test_the_allocator_keeps_freed_frames_where_it_can() -> None:
+    glibc = sys.platform == "linux" and platform.libc_ver()[0] == "glibc"
+    assert keep_freed_frames() is glibc

@@ -1,4 +1,5 @@
-# Reusable buffers for chunk payloads on the sending side.
+# Reusable buffers for chunk payloads on the sending side, and the allocator setting that lets
+# the receiving side reuse its own.
 #
 # A reply's payload is read into one of these and handed to ZeroMQ without a copy; ZeroMQ holds
 # it until the bytes are on the wire, and its MessageTracker says when the buffer is free again.
@@ -6,11 +7,17 @@
 # in a VM, the host's work) of touching fresh memory for every frame.
 from __future__ import annotations
 
+import ctypes
+import platform
+import sys
 from dataclasses import dataclass
 
 import zmq
 
+from zwalk.protocol import MAX_PAYLOAD
+
 MIB = 1 << 20
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt parameters, from glibc's malloc.h
 
 
 @dataclass(slots=True)
@@ -56,3 +63,20 @@ class BufferPool:
             slot.busy = False
         else:
             slot.tracker = tracker
+
+
+def keep_freed_frames() -> bool:
+    """On the receiving side ZeroMQ allocates each multi-MiB frame with malloc. glibc serves
+    such sizes with fresh mmaps, or trims them back to the system once freed, so every frame
+    costs page faults and zeroing of new memory. Raise both thresholds above the largest frame
+    so freed frames are reused. Returns whether the allocator took it (glibc only)."""
+    if sys.platform != "linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        libc = ctypes.CDLL(None)
+        return bool(
+            libc.mallopt(M_MMAP_THRESHOLD, 2 * MAX_PAYLOAD)
+            and libc.mallopt(M_TRIM_THRESHOLD, 8 * MAX_PAYLOAD)
+        )
+    except (OSError, AttributeError):
+        return False

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from zwalk import protocol as p
+from zwalk.buffers import keep_freed_frames
 from zwalk.index import file_blake3
 from zwalk.node import PeerError, PeerLink
 from zwalk.partfile import PartFile
@@ -160,6 +161,7 @@ async def download(
     running) can be handed in through `more_holders`; each joins once its file-info agrees."""
     started = time.monotonic()
     options = options or TransferOptions()
+    keep_freed_frames()
     p.file_name(name)  # the name came from the network: it must stay inside out_dir
     groups, excluded = await fetch_info(holders, cid, size, options.info_timeout)
     received = 0
