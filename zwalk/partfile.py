@@ -5,9 +5,11 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import logging
 import os
+import sys
 import threading
 from pathlib import Path
 
@@ -46,6 +48,7 @@ class PartFile:
         try:
             if os.fstat(self.fd).st_size != info.size:
                 os.ftruncate(self.fd, info.size)
+            reserve(self.fd, info.size)
         except OSError:
             self.close()
             raise
@@ -208,6 +211,26 @@ class PartFile:
             self.path.unlink()
         self.forget_progress()
         self.close()
+
+
+def reserve(fd: int, size: int) -> bool:
+    """Allocate a file's blocks up front, where the system can (Linux's fallocate): a disk too
+    full for the file fails now rather than near the end, the file is laid out in one piece,
+    and on tmpfs the pages are taken in one go instead of one at a time under each write.
+    Elsewhere, or where the file system cannot, the file stays sparse (returns False)."""
+    if sys.platform != "linux" or size <= 0:
+        return False
+    try:
+        fallocate = ctypes.CDLL(None, use_errno=True).fallocate
+    except (OSError, AttributeError):
+        return False
+    fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+    if fallocate(fd, 0, 0, size) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EIO):
+        raise OSError(err, os.strerror(err))
+    return False  # EOPNOTSUPP and the like: no harm, the writes allocate as they go
 
 
 # Positioned I/O; where the platform has none (Windows) the caller holds a lock for the fd.
