@@ -18,12 +18,16 @@ on tmpfs (the default is /dev/shm) so that the disk does not set the pace.
 
     python tools/transfer_bench.py --size 2G --rounds 3
     python tools/transfer_bench.py --size 2G --rounds 5 --settle 5     # equal memory for all
+    python tools/transfer_bench.py --size 2G --rounds 5 --preallocate  # the transfers alone
     python tools/transfer_bench.py --size 4G --rounds 1 --only zwalk   # the memory bound
 
 In a VM that hands freed memory back to its host, writing into pages the host must back again
 is slow, and a run that starts right after the previous round deleted its output gets pages
 that are still backed; `--settle` waits before every run so that all methods start alike
-(docs/BENCHMARKS.md).
+(docs/BENCHMARKS.md). `--preallocate` takes the VM's page allocation out altogether: before each
+run the destination (zwalk: its .part) is written in full, untimed, and the run writes into it
+(curl through its stdout, the raw reader with "r+b"; the result is checked against the content
+id), which leaves the cost of the transfers themselves.
 
 Targets (issue 5): zwalk download >= 1.0x curl and >= 0.7x sendfile; whole find >= 0.85x curl.
 """
@@ -32,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import math
 import os
@@ -53,6 +58,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from zwalk import control  # noqa: E402
 from zwalk import protocol as p  # noqa: E402
+from zwalk.download import part_path  # noqa: E402
 
 LOOPBACK = "127.0.0.1"
 METHODS = ("sendfile", "curl", "zwalk")
@@ -79,17 +85,19 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def timed(cmd: Sequence[str]) -> tuple[float, float, bytes]:
-    """Run a command to its end; (wall seconds, peak RSS in MB, stdout).
+def timed(cmd: Sequence[str], into: Path | None = None) -> tuple[float, float, bytes]:
+    """Run a command to its end; (wall seconds, peak RSS in MB, stdout). With `into`, its
+    stdout goes into that existing file, from the start, without truncating it.
 
     The RSS comes from GNU time when it is installed: a child spawned straight from this
     process inherits this process's peak in its own figure, as Linux records it at exec."""
     gnu_time = shutil.which("time") if Path("/usr/bin/time").exists() else None
     with tempfile.NamedTemporaryFile("r") as rss_file:
         full = [gnu_time, "-f", "%M", "-o", rss_file.name, *cmd] if gnu_time else list(cmd)
-        t0 = time.perf_counter()
-        proc = subprocess.run(full, stdout=subprocess.PIPE, check=False)
-        wall = time.perf_counter() - t0
+        with open(into, "r+b") if into else contextlib.nullcontext() as sink:
+            t0 = time.perf_counter()
+            proc = subprocess.run(full, stdout=sink or subprocess.PIPE, check=False)
+            wall = time.perf_counter() - t0
         rss = float(rss_file.read().strip().splitlines()[-1]) / 1024 if gnu_time else math.nan
     if proc.returncode != 0:
         raise RuntimeError(f"{cmd[0]} ... exited with {proc.returncode}: {proc.stdout[-2000:]!r}")
@@ -140,11 +148,11 @@ SENDFILE_SERVER = textwrap.dedent(
 SENDFILE_READER = textwrap.dedent(
     """
     import socket, sys, time
-    port, dest = int(sys.argv[1]), sys.argv[2]
+    port, dest, mode = int(sys.argv[1]), sys.argv[2], sys.argv[3]
     buf = bytearray(4 << 20)
     view = memoryview(buf)
     t0 = time.perf_counter()
-    with socket.create_connection(("127.0.0.1", port)) as s, open(dest, "wb") as f:
+    with socket.create_connection(("127.0.0.1", port)) as s, open(dest, mode) as f:
         while n := s.recv_into(buf):
             f.write(view[:n])
     print(time.perf_counter() - t0)
@@ -156,6 +164,22 @@ HASH_CODE = (
     "import sys; from pathlib import Path; from zwalk.index import file_blake3; "
     "print(file_blake3(Path(sys.argv[1])).hex())"
 )
+
+
+def file_cid(path: Path) -> bytes:
+    # Hashed in a child: clients are spawned from this process, and on Linux a child's peak
+    # RSS starts from what its parent had touched.
+    code = [sys.executable, "-c", HASH_CODE, str(path)]
+    return bytes.fromhex(subprocess.check_output(code, text=True).strip())
+
+
+def preallocate(path: Path, size: int) -> None:
+    """Write the destination in full beforehand (zeros), so that the timed run writes into
+    memory the VM has backed already, whatever the order of the runs."""
+    block = bytes(min(size, 4 << 20))
+    with open(path, "wb") as f:
+        for offset in range(0, size, len(block)):
+            f.write(block[: size - offset])
 
 
 def make_file(path: Path, size: int) -> None:
@@ -182,6 +206,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=0.0,
         help="seconds to wait before each run, after the last output was deleted",
     )
+    ap.add_argument(
+        "--preallocate",
+        action="store_true",
+        help="write each destination in full before its run, and have the run write into it",
+    )
     args = ap.parse_args(argv)
     size = parse_size(args.size)
     methods = args.only or list(METHODS)
@@ -199,11 +228,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f = src / "payload.bin"
         log(f"writing {size:,} random bytes to {f}")
         make_file(f, size)
-        # Hashed in a child: clients are spawned from this process, and on Linux a child's
-        # peak RSS starts from what its parent had touched.
-        cid = bytes.fromhex(
-            subprocess.check_output([sys.executable, "-c", HASH_CODE, str(f)], text=True).strip()
-        )
+        cid = file_cid(f)
         results: dict[str, list[Run]] = {m: [] for m in methods}
         zwalk = [sys.executable, "-m", "zwalk"]
         source_data, local_data = base / "source-data", base / "local-data"
@@ -237,11 +262,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for r in range(args.rounds + 1):
                     for m in methods:
                         out = dest / "payload.bin"
+                        if args.preallocate:
+                            zwalk_part = part_path(dest, out.name, cid)
+                            preallocate(zwalk_part if m == "zwalk" else out, size)
                         time.sleep(args.settle)
-                        run = _one(m, out, http_port, raw_port, local_data, dest, cid)
+                        run = _one(
+                            m, out, http_port, raw_port, local_data, dest, cid, args.preallocate
+                        )
                         got = out.stat().st_size
                         if got != size:
                             raise RuntimeError(f"{m} wrote {got} bytes, want {size}")
+                        if args.preallocate and file_cid(out) != cid:  # not just the zeros
+                            raise RuntimeError(f"{m} did not write the whole file")
                         out.unlink()
                         for leftover in dest.iterdir():
                             leftover.unlink()
@@ -252,7 +284,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                             f" ({run.seconds:.3f} s; wall {run.wall:.3f} s,"
                             f" RSS {run.rss_mb:.0f} MB)"
                         )
-        report = _report(results, size, args.rounds)
+        conditions = {"settle_s": args.settle, "preallocate": args.preallocate}
+        report = _report(results, size, args.rounds, conditions)
     finally:
         shutil.rmtree(base, ignore_errors=True)
     if args.json:
@@ -292,15 +325,26 @@ def _wait_for_port(port: int) -> None:
 
 
 def _one(
-    method: str, out: Path, http_port: int, raw_port: int, local_data: Path, dest: Path, cid: bytes
+    method: str,
+    out: Path,
+    http_port: int,
+    raw_port: int,
+    local_data: Path,
+    dest: Path,
+    cid: bytes,
+    preallocated: bool = False,
 ) -> Run:
     if method == "sendfile":
-        code = [sys.executable, "-c", SENDFILE_READER, str(raw_port), str(out)]
+        mode = "r+b" if preallocated else "wb"
+        code = [sys.executable, "-c", SENDFILE_READER, str(raw_port), str(out), mode]
         wall, rss, stdout = timed(code)
         return Run(float(stdout), wall, rss)
     if method == "curl":
         url = f"http://{LOOPBACK}:{http_port}/payload.bin"
-        wall, rss, _ = timed(["curl", "-sS", "--fail", "-o", str(out), url])
+        if preallocated:  # curl -o would truncate the file: write through stdout instead
+            wall, rss, _ = timed(["curl", "-sS", "--fail", url], into=out)
+        else:
+            wall, rss, _ = timed(["curl", "-sS", "--fail", "-o", str(out), url])
         return Run(wall, wall, rss)
     cmd = [sys.executable, "-m", "zwalk", "find", f"b3:{cid.hex()}", "--json"]
     cmd += ["--out", str(dest), "--data-dir", str(local_data), "--interface", LOOPBACK]
@@ -311,7 +355,9 @@ def _one(
     return Run(float(report["downloads"][0]["seconds"]), wall, rss)
 
 
-def _report(results: dict[str, list[Run]], size: int, rounds: int) -> dict[str, object]:
+def _report(
+    results: dict[str, list[Run]], size: int, rounds: int, conditions: dict[str, object]
+) -> dict[str, object]:
     def med(runs: list[Run], attr: str) -> float:
         return statistics.median(getattr(r, attr) for r in runs)
 
@@ -319,6 +365,10 @@ def _report(results: dict[str, list[Run]], size: int, rounds: int) -> dict[str, 
     report: dict[str, object] = {
         "bytes": size,
         "rounds": rounds,
+        "conditions": conditions,
+        "per_round_gb_per_s": {
+            m: [round(size / x.seconds / 1e9, 3) for x in r] for m, r in results.items()
+        },
         "gb_per_s": {m: round(v, 3) for m, v in rate.items()},
         "seconds": {m: round(med(r, "seconds"), 3) for m, r in results.items() if r},
         "peak_rss_mb": {m: round(max(x.rss_mb for x in r), 1) for m, r in results.items() if r},

@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
 """Chart of the transfer benchmarks: throughput of zwalk, http.server + curl and raw sendfile
-on loopback (tools/transfer_bench.py --json), and of one source against N in the lab
-(tools/transfer_lab_bench.py --json). Needs matplotlib.
+on loopback (tools/transfer_bench.py --json, one or more runs, e.g. under different memory
+conditions), and of one source against N in the lab (tools/transfer_lab_bench.py --json).
+Needs matplotlib.
 
-    python tools/transferplot.py --loopback bench.json --lab lab.json --out docs/transfer.png
+    python tools/transferplot.py --loopback default.json --loopback settle.json \
+        --loopback prealloc.json --lab lab.json --out docs/transfer.png
 """
 
 from __future__ import annotations
@@ -16,7 +18,13 @@ from pathlib import Path
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--loopback", type=Path, required=True, help="transfer_bench.py --json output")
+    ap.add_argument(
+        "--loopback",
+        type=Path,
+        action="append",
+        required=True,
+        help="transfer_bench.py --json output (repeat for several runs)",
+    )
     ap.add_argument("--lab", type=Path, required=True, help="transfer_lab_bench.py --json output")
     ap.add_argument("--out", type=Path, default=Path("docs/transfer.png"))
     args = ap.parse_args()
@@ -27,22 +35,29 @@ def main() -> int:
         import matplotlib.pyplot as plt
     except ImportError:
         sys.exit("transferplot.py needs matplotlib: pip install matplotlib")
-    loop = json.loads(args.loopback.read_text())
+    loops = [json.loads(path.read_text()) for path in args.loopback]
     lab = json.loads(args.lab.read_text())
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4), gridspec_kw={"width_ratios": [3, 2]})
-    names = [n for n in ("sendfile", "curl", "zwalk", "zwalk find") if n in loop["gb_per_s"]]
-    values = [loop["gb_per_s"][n] for n in names]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.2), gridspec_kw={"width_ratios": [3, 2]})
+    names = ("sendfile", "curl", "zwalk", "zwalk find")
     labels = {
-        "sendfile": "raw TCP\nsendfile",
-        "curl": "http.server\n+ curl",
-        "zwalk": "zwalk\ndownload",
-        "zwalk find": "zwalk find\n(whole)",
+        "sendfile": "raw TCP sendfile",
+        "curl": "http.server + curl",
+        "zwalk": "zwalk download",
+        "zwalk find": "zwalk find (whole)",
     }
-    bars = a.bar([labels[n] for n in names], values, color=["#999", "#777", "#2a6", "#195"])
-    a.bar_label(bars, fmt="%.2f")
+    colors = {"sendfile": "#999", "curl": "#777", "zwalk": "#2a6", "zwalk find": "#195"}
+    width = 0.8 / len(names)
+    for k, name in enumerate(names):
+        xs = [i + (k - (len(names) - 1) / 2) * width for i in range(len(loops))]
+        ys = [loop["gb_per_s"].get(name, 0.0) for loop in loops]
+        bars = a.bar(xs, ys, width, label=labels[name], color=colors[name])
+        a.bar_label(bars, fmt="%.2f", fontsize=7)
+    a.set_xticks(range(len(loops)), [_condition(loop) for loop in loops])
     a.set_ylabel("GB/s")
-    gib = loop["bytes"] / 2**30
-    a.set_title(f"{gib:g} GiB over 127.0.0.1, tmpfs (median of {loop['rounds']})")
+    a.legend(fontsize=8)
+    gib = loops[0]["bytes"] / 2**30
+    rounds = "/".join(str(loop["rounds"]) for loop in loops)
+    a.set_title(f"{gib:g} GiB over 127.0.0.1, tmpfs (median of {rounds} rounds)")
     srcs = sorted(lab["mb_per_s"], key=int)
     bars = b.bar(
         [f"{s} source{'s' if s != '1' else ''}" for s in srcs],
@@ -56,6 +71,16 @@ def main() -> int:
     fig.savefig(args.out, dpi=100)
     print(f"wrote {args.out}")
     return 0
+
+
+def _condition(loop: dict[str, object]) -> str:
+    cond = loop.get("conditions") or {}
+    assert isinstance(cond, dict)  # noqa: S101 - our own JSON
+    if cond.get("preallocate"):
+        return "destination written\nbeforehand"
+    if cond.get("settle_s"):
+        return f"{cond['settle_s']:g} s settle\nbefore each run"
+    return "runs back to back\n(default)"
 
 
 if __name__ == "__main__":
