@@ -3,11 +3,13 @@
 # fed in file order whatever order chunks arrive in.
 from __future__ import annotations
 
+import errno
 import os
 import random
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import blake3
@@ -158,3 +160,21 @@ def test_the_part_file_is_allocated_in_full_up_front_on_linux(tmp_path: Path) ->
             assert st.st_blocks * 512 >= len(data)
     finally:
         part.close()
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="fallocate is Linux's")
+def test_a_part_file_the_disk_cannot_hold_fails_at_once_and_leaves_nothing() -> None:
+    # tmpfs checks its size limit before it allocates anything, so nothing fills up here
+    shm = Path(tempfile.mkdtemp(dir="/dev/shm"))  # noqa: S108 - a private folder inside it
+    try:
+        n = p.MAX_FILE_SIZE // p.MAX_CHUNK_SIZE
+        huge = p.FileInfo(
+            req=0, cid=bytes(32), size=p.MAX_FILE_SIZE, chunk_size=p.MAX_CHUNK_SIZE,
+            hashes=bytes(32 * n),
+        )  # fmt: skip
+        with pytest.raises(OSError) as e:
+            PartFile(shm / "f.part", huge)
+        assert e.value.errno == errno.ENOSPC
+        assert list(shm.iterdir()) == []
+    finally:
+        shutil.rmtree(shm)

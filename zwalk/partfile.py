@@ -45,11 +45,15 @@ class PartFile:
             os.close(self._rfd)
             raise
         self._fds: tuple[int, ...] = (self.fd, self._rfd)
+        size = -1
         try:
-            if os.fstat(self.fd).st_size != info.size:
+            size = os.fstat(self.fd).st_size
+            if size != info.size:
                 os.ftruncate(self.fd, info.size)
             reserve(self.fd, info.size)
         except OSError:
+            if size == 0:  # nothing of an earlier attempt in it: leave no empty .part behind
+                self.discard()
             self.close()
             raise
         self._lock = threading.Lock()  # for platforms without pread/pwrite, and the record
