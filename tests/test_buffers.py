@@ -40,5 +40,6 @@ def test_a_buffer_comes_back_only_once_zeromq_has_sent_it() -> None:
 
 
 def test_the_allocator_keeps_freed_frames_where_it_can() -> None:
-    glibc = sys.platform == "linux" and platform.libc_ver()[0] == "glibc"
-    assert keep_freed_frames() is glibc
+    # 32-bit glibc caps the mmap threshold below two frames, and refuses
+    glibc64 = sys.platform == "linux" and platform.libc_ver()[0] == "glibc" and sys.maxsize > 2**32
+    assert keep_freed_frames() is glibc64

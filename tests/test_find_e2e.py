@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -412,3 +413,19 @@ async def test_wait_until_wakes_at_the_hello_and_gives_up_at_its_timeout(tmp_pat
             started = loop.time()
             assert not await b.wait_until(lambda: False, 0.2)
             assert loop.time() - started >= 0.2
+
+
+async def test_a_peer_dropped_at_its_hello_is_not_waited_for(tmp_path: Path) -> None:
+    a = Node(_node_cfg(tmp_path, "a"), identity.ephemeral())
+    async with running(a):
+        with socket.socket() as s:  # a free port for b, so b can name itself as a peer
+            s.bind((LOOPBACK, 0))
+            port = s.getsockname()[1]
+        ep_a, ep_self = Endpoint(LOOPBACK, a.port), Endpoint(LOOPBACK, port)
+        cfg = replace(_node_cfg(tmp_path, "b"), port=port, peers=(ep_a, ep_self))
+        b = Node(cfg, identity.ephemeral())
+        async with running(b):
+            # b's hello to itself gets it dropped ("our own node"); a answers
+            assert await b.wait_until(lambda: b.answered([ep_a, ep_self]), 5)
+            assert b.alive(ep_a) and not b.alive(ep_self)
+            assert ep_self not in b.membership.by_endpoint

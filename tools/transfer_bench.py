@@ -100,7 +100,8 @@ def timed(cmd: Sequence[str], into: Path | None = None) -> tuple[float, float, b
             wall = time.perf_counter() - t0
         rss = float(rss_file.read().strip().splitlines()[-1]) / 1024 if gnu_time else math.nan
     if proc.returncode != 0:
-        raise RuntimeError(f"{cmd[0]} ... exited with {proc.returncode}: {proc.stdout[-2000:]!r}")
+        said = (proc.stdout or b"")[-2000:]  # nothing here when stdout went into a file
+        raise RuntimeError(f"{cmd[0]} ... exited with {proc.returncode}: {said!r}")
     return wall, rss, proc.stdout
 
 

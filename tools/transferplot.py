@@ -48,8 +48,11 @@ def main() -> int:
     colors = {"sendfile": "#999", "curl": "#777", "zwalk": "#2a6", "zwalk find": "#195"}
     width = 0.8 / len(names)
     for k, name in enumerate(names):
-        xs = [i + (k - (len(names) - 1) / 2) * width for i in range(len(loops))]
-        ys = [loop["gb_per_s"].get(name, 0.0) for loop in loops]
+        at = [i for i, loop in enumerate(loops) if name in loop["gb_per_s"]]  # --only runs
+        if not at:
+            continue
+        xs = [i + (k - (len(names) - 1) / 2) * width for i in at]
+        ys = [loops[i]["gb_per_s"][name] for i in at]
         bars = a.bar(xs, ys, width, label=labels[name], color=colors[name])
         a.bar_label(bars, fmt="%.2f", fontsize=7)
     a.set_xticks(range(len(loops)), [_condition(loop) for loop in loops])

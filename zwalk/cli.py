@@ -108,7 +108,7 @@ class ZwalkGroup(click.Group):
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return [*self.LAZY, *super().list_commands(ctx)]
+        return [*self.LAZY, *(c for c in super().list_commands(ctx) if c not in self.LAZY)]
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name in self.LAZY:

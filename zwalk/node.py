@@ -462,6 +462,13 @@ class Node:
         m = self.membership.by_endpoint.get(ep)
         return m is not None and m.state is State.ALIVE
 
+    def answered(self, endpoints: Iterable[Endpoint]) -> bool:
+        """Whether each of these peers answered our hello, or was dropped (it refused us, or
+        turned out to be ourselves or another peer's second address): none is worth waiting
+        for any longer."""
+        table = self.membership.by_endpoint
+        return all(self.alive(ep) or ep not in table for ep in endpoints)
+
     async def settle(self, wait: float, quiet: float = 0.3) -> None:
         """Let discovery and hellos run: up to `wait` seconds, less once every peer found has
         answered and nothing new turned up for `quiet` seconds."""

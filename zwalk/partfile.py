@@ -50,7 +50,10 @@ class PartFile:
             size = os.fstat(self.fd).st_size
             if size != info.size:
                 os.ftruncate(self.fd, info.size)
-            reserve(self.fd, info.size)
+            if size == 0:
+                # A new .part only: on ext4 or XFS, a failed fallocate keeps what it got,
+                # which removing the file gives back; a resumed .part must keep its data.
+                reserve(self.fd, info.size)
         except OSError:
             if size == 0:  # nothing of an earlier attempt in it: leave no empty .part behind
                 self.discard()
@@ -225,7 +228,10 @@ def reserve(fd: int, size: int) -> bool:
     if sys.platform != "linux" or size <= 0:
         return False
     try:
-        fallocate = ctypes.CDLL(None, use_errno=True).fallocate
+        libc = ctypes.CDLL(None, use_errno=True)
+        # fallocate64 takes 64-bit offsets on 32-bit systems too (glibc); musl has only fallocate,
+        # with a 64-bit off_t everywhere
+        fallocate = getattr(libc, "fallocate64", None) or libc.fallocate
     except (OSError, AttributeError):
         return False
     fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]

@@ -175,8 +175,9 @@ async def _search(
             node = await stack.enter_async_context(
                 running(Node(dl_cfg, identity.ephemeral(), listen=False))
             )
+
             # Only the holders matter to this node: no need to wait for discovery to go quiet.
-            await node.wait_until(lambda: all(map(node.alive, holders)), cfg.reply_timeout)
+            await node.wait_until(functools.partial(node.answered, holders), cfg.reply_timeout)
             return result, "local-node", node
         app.warn("the local node did not answer its control endpoint; searching without it")
     # A temporary node that listens (walkers report hits to it) but does not announce itself.
@@ -299,11 +300,13 @@ async def _gather_holders(
             link = node.link_to(ref)
             if link is None:
                 continue
-            # met when it answers our hello
-            if await node.wait_until(
-                lambda node_id=h.node: node.link_for(node_id) is not None, app.cfg.reply_timeout
-            ):
+            if await node.wait_until(functools.partial(_met, node, h.node), app.cfg.reply_timeout):
                 out.put_nowait(link)
+
+
+def _met(node: Node, node_id: bytes) -> bool:
+    """Whether the peer has answered our hello (a link for it is up)."""
+    return node.link_for(node_id) is not None
 
 
 async def _fetch(
