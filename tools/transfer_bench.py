@@ -2,8 +2,9 @@
 """Transfer benchmark: one file through zwalk, `python -m http.server` + curl, and raw TCP
 sendfile, side by side in one run on 127.0.0.1.
 
-Each round runs every method once, in turn, and deletes what it wrote; the figures are the
-median over the rounds and the ratios are zwalk against the others from the same run:
+Each round runs every method once, in turn (each round starting one method later than the
+last), and deletes what it wrote; the figures are the median over the rounds and the ratios
+are zwalk against the others from the same run:
 
 - sendfile: a server process `socket.sendfile`s the file to a reader process that writes it out
   with `readinto` + `write` (no verification: the floor of what a copy over TCP costs here);
@@ -261,7 +262,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 # Round 0 warms up and is not counted: in a VM, memory the guest has not touched
                 # yet costs the host a fault per page, which would fall on whoever runs first.
                 for r in range(args.rounds + 1):
-                    for m in methods:
+                    # Each round starts one method later: in this VM a run's speed depends on
+                    # what the run before it freed, so no method always follows the same one.
+                    shift = r % len(methods)
+                    for m in methods[shift:] + methods[:shift]:
                         out = dest / "payload.bin"
                         if args.preallocate:
                             zwalk_part = part_path(dest, out.name, cid)
