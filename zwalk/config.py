@@ -12,6 +12,7 @@ from typing import Any
 import platformdirs
 
 from zwalk import protocol as p
+from zwalk import transfer
 from zwalk.transfer import TransferOptions
 
 DEFAULT_PORT = 47474
@@ -64,10 +65,10 @@ class Config:
     downloads: Path = Path("downloaded")
     find_timeout: float = 10.0
     reply_timeout: float = 2.0
-    frame_size: int = 4 * 1024 * 1024
-    window: int = 16 * 1024 * 1024
-    max_window: int = 64 * 1024 * 1024
-    chunk_timeout: float = 10.0
+    frame_size: int = transfer.DEFAULTS.frame_bytes
+    window: int = transfer.DEFAULTS.window
+    max_window: int = transfer.DEFAULTS.max_window
+    chunk_timeout: float = transfer.DEFAULTS.chunk_timeout
     ping_interval: float = 1.0
     ping_timeout: float = 1.0
     max_missed_pings: int = 3

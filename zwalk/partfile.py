@@ -129,9 +129,9 @@ class PartFile:
             data = self._read(i * cs, length)
             if blake3.blake3(data).digest() == self.info.chunk_hash(i):
                 good.add(i)
-        for i in good:
-            self.bits[i // 8] |= 1 << (i % 8)
-            self._add_to_whole(i * cs, min(cs, self.info.size - i * cs), None)
+                self.bits[i // 8] |= 1 << (i % 8)
+                # in file order, so the whole-file hash takes the bytes now, not from a re-read
+                self._add_to_whole(i * cs, length, memoryview(data))
         return good
 
     def save(self, bits: bytes) -> None:

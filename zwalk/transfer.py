@@ -33,6 +33,9 @@ class TransferOptions:
     workers: int = 2  # threads that verify and write
 
 
+DEFAULTS = TransferOptions()  # the one place the defaults are written (config.py reads them)
+
+
 @dataclass(frozen=True, slots=True)
 class Request(Generic[S]):
     source: S
@@ -75,11 +78,11 @@ class ChunkScheduler(Generic[S]):
         info: p.FileInfo,
         sources: Iterable[S],
         *,
-        frame_bytes: int = 4 * MIB,
-        window: int = 16 * MIB,
-        max_window: int = 64 * MIB,
-        max_total: int = 96 * MIB,
-        timeout: float = 10.0,
+        frame_bytes: int = DEFAULTS.frame_bytes,
+        window: int = DEFAULTS.window,
+        max_window: int = DEFAULTS.max_window,
+        max_total: int = DEFAULTS.max_total,
+        timeout: float = DEFAULTS.chunk_timeout,
         retry_after: float = 1.0,
         max_failures: int = 3,
         have: Iterable[int] = (),
