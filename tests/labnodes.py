@@ -43,6 +43,14 @@ class LabNode:
         return self.lab.hosts[self.host].address
 
     @property
+    def port(self) -> int:
+        """The port its node listens on (once started)."""
+        local = control.read_state(self.data)
+        if local is None:
+            raise AssertionError(f"h{self.host} is not running")
+        return int(local.endpoints[0].rsplit(":", 1)[1])
+
+    @property
     def data(self) -> Path:
         return self.base / f"h{self.host}" / "data"
 

@@ -1,5 +1,6 @@
 # The chunk scheduler, driven by hand with a fake clock: frames, byte windows and their
 # adaptation, verification verdicts, failures and retries, end-game, resume, completion.
+# test_transfer_link.py drives it over simulated links of given rates and round trips.
 from __future__ import annotations
 
 import random
@@ -8,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from zwalk import protocol as p
-from zwalk.transfer import ChunkScheduler, Request
+from zwalk.transfer import MIN_RATE, STALL_FACTOR, ChunkScheduler, Request
 
 CS = p.MIN_CHUNK_SIZE
 FRAME = 4 * CS  # four chunks a frame in these tests
@@ -21,9 +22,14 @@ def info(chunks: int, tail: int = 0) -> p.FileInfo:
 
 
 def sched(chunks: int, sources: list[str], tail: int = 0, **kw: object) -> ChunkScheduler[str]:
-    opts: dict[str, object] = {"frame_bytes": FRAME, "window": 2 * FRAME, "timeout": 5.0}
+    opts: dict[str, object] = {"frame_bytes": FRAME, "window": 2 * FRAME, "stall_grace": 1.0}
     opts.update(kw)
     return ChunkScheduler(info(chunks, tail), sources, **opts)  # type: ignore[arg-type]
+
+
+# Before a rate is measured, a frame is late after its bytes at MIN_RATE, times STALL_FACTOR, plus
+# the grace: the deadline of a first frame sent at time 0.
+FIRST_DUE = STALL_FACTOR * FRAME / MIN_RATE + 1.0
 
 
 def what(r: Request[str]) -> tuple[str, int, int, bool]:
@@ -43,9 +49,11 @@ def test_frames_are_runs_of_chunks_and_windows_are_bytes_filled_round_robin() ->
         ("a", 8, 4),
         ("b", 12, 4),
     ]
-    assert s.requests(0) == []  # both windows (2 frames) full
-    s.on_frame("a", 0, range(4), now=1)
-    assert [what(r) for r in s.requests(1)] == [("a", 16, 4, False)]
+    assert s.requests(0) == []  # both windows (2 frames) full until a rate is measured
+    s.on_frame("a", 0, range(4), now=0.01)  # 64 KiB in 10 ms: a's window grows at once
+    more = s.requests(0.01)
+    assert what(more[0]) == ("a", 16, 4, False) and {r.source for r in more} == {"a"}
+    assert len(more) > 1
 
 
 def test_the_last_frame_and_chunk_are_short() -> None:
@@ -89,10 +97,11 @@ def test_a_failing_source_backs_off_is_retried_and_dropped_after_three_in_a_row(
     s.on_failure("a", a_frames[1], "timed out", 5)  # the same incident: already released
     assert s.sources["a"].failures == 1 and s.sources["a"].retry_at == 6.0
     assert all(r.source == "b" for r in s.requests(5.5))
-    assert s.next_deadline() == 5.0  # b's frames, sent at 0
+    assert s.next_deadline() == FIRST_DUE  # b's first frame, sent at 0
     back = s.requests(6.0)
-    assert [r.source for r in back] == ["a", "a"]  # a's frames went back to the queue first
-    assert {r.index for r in back} == set(a_frames)
+    # a's frames went back to the queue first; it is asked for less after a failure
+    assert [(r.source, r.index) for r in back] == [("a", min(a_frames))]
+    assert s.sources["a"].window == FRAME
     s.on_failure("a", back[0].index, "gone", 6.5)
     assert s.sources["a"].retry_at == 8.5  # twice as long
     s.on_failure("a", s.requests(8.5)[0].index, "gone", 9)
@@ -104,7 +113,7 @@ def test_a_good_frame_resets_the_failure_count() -> None:
     s = sched(40, ["a"], retry_after=1.0)
     s.on_failure("a", s.requests(0)[0].index, "timed out", 1)
     r = s.requests(2)[0]
-    s.on_frame("a", r.index, chunks_of(r), now=2.1, rtt=0.1)
+    s.on_frame("a", r.index, chunks_of(r), now=2.1)
     assert s.sources["a"].failures == 0
 
 
@@ -120,12 +129,17 @@ def test_every_source_dropped_means_stuck() -> None:
     assert s.requests(6) == []
 
 
-def test_overdue_and_deadline() -> None:
+def test_a_source_is_late_when_nothing_arrives_for_what_its_frames_should_take() -> None:
     s = sched(8, ["a"])
-    s.requests(1.0)
-    assert s.next_deadline() == 6.0
-    assert s.overdue(5.9) == []
-    assert [(r.index, r.count) for r in s.overdue(6.0)] == [(0, 4), (4, 4)]
+    first, second = s.requests(1.0)
+    assert s.next_deadline() == 1.0 + FIRST_DUE  # the oldest frame, at the assumed MIN_RATE
+    assert s.overdue(1.0 + FIRST_DUE - 0.1) == []
+    assert [(r.index, r.count) for r in s.overdue(1.0 + FIRST_DUE)] == [(0, 4)]  # the head
+    s.on_arrival("a", first.index, first.serial, now=2.0)  # 64 KiB in one second
+    assert s.sources["a"].rate == FRAME
+    # the next frame's clock starts when the first arrived, at the measured rate
+    assert s.next_deadline() == 2.0 + STALL_FACTOR * 1.0 + 1.0
+    assert s.late_by("a", 5.0) == 3.0
 
 
 def test_chunks_already_held_are_not_requested_and_holes_make_short_frames() -> None:
@@ -155,21 +169,43 @@ def test_end_game_duplicates_the_oldest_frame_and_the_first_answer_wins() -> Non
     assert s.sources["fast"].good == 8 and s.sources["slow"].good == 4
 
 
-def test_window_grows_while_replies_are_quick_and_shrinks_when_they_queue() -> None:
-    s = sched(4000, ["a"], window=2 * FRAME, max_window=6 * FRAME)
+def test_frame_and_window_follow_the_measured_rate_and_round_trip() -> None:
+    s = ChunkScheduler(info(100_000), [], frame_bytes=256 * CS, max_window=1 << 30)
+    s.add_source("a", rtt=0.01)
+    now = 0.0
 
-    def answer_all(rtt: float) -> None:
-        s.requests(0)
-        for o in list(s.sources["a"].outstanding.values()):
-            s.on_frame("a", o.index, range(o.index, o.index + o.count), now=0, rtt=rtt)
+    def deliver(rate: float, frames: int) -> None:
+        """Answer every frame out, as a link of `rate` bytes/s would, a few windows long."""
+        nonlocal now
+        for _ in range(frames):
+            s.requests(now)
+            o = min(s.sources["a"].outstanding.values(), key=lambda o: o.serial)
+            now += o.nbytes / rate
+            s.on_frame("a", o.index, range(o.index, o.index + o.count), now=now, serial=o.serial)
 
-    for _ in range(10):  # the reply time stays at the least seen: the link has room
-        answer_all(0.01)
-    assert s.sources["a"].window == 6 * FRAME  # grew a frame at a time up to the limit
-    for _ in range(10):  # replies take ten times longer: frames queue up on the way
-        answer_all(0.1)
-    # It shrinks until what it queues (window x (1 - 0.01 / 0.1)) is at most 3 frames.
-    assert s.sources["a"].window == 3 * FRAME
+    deliver(1e6, 40)  # 1 MB/s: a frame is two chunks (~125 ms of it at most)
+    a = s.sources["a"]
+    assert a.rate is not None and 0.9e6 <= a.rate <= 1.1e6
+    assert a.frame_chunks == int(a.rate * 0.125) // CS
+    assert a.window == int(a.frame_chunks * CS + a.rate * (0.01 + 0.25))
+    deliver(100e6, 300)  # 100 MB/s: frames as large as allowed, a quarter second in flight
+    assert a.rate is not None and 90e6 <= a.rate <= 110e6
+    assert a.frame_chunks == 256
+    assert a.window == int(256 * CS + a.rate * 0.26)
+    deliver(1e6, 40)  # the share dropped again: so do frame and window, once samples age
+    assert a.rate is not None and a.rate <= 1.1e6 and a.frame_chunks <= 8
+
+
+def test_a_slow_link_gets_one_frame_at_a_time_and_a_long_round_trip_two() -> None:
+    """A chunk that takes longer than the queue target to send is a frame on its own; the next
+    is asked for when it arrives, unless the round trip would leave the link idle too long."""
+    for rtt, frames in ((0.001, 1), (0.05, 2)):
+        s = ChunkScheduler(info(400), [], frame_bytes=FRAME)
+        s.add_source("a", rtt=rtt)
+        first = s.requests(0)[0]
+        s.on_arrival("a", first.index, first.serial, now=first.count * CS / 50_000)  # 50 KB/s
+        assert s.sources["a"].frame_chunks == 1
+        assert s.sources["a"].window // CS == frames, rtt
 
 
 def test_a_slow_source_gets_less_work() -> None:
@@ -216,11 +252,15 @@ def test_random_answers_never_break_the_bookkeeping(
     for _ in range(3000):
         if s.complete or s.stuck:
             break
-        for r in s.requests(now):
+        asked = s.requests(now)
+        for r in asked:
             assert all(i not in s.done_chunks for i in chunks_of(r))
             out.append(r)
-        total = sum(x.in_flight for x in s.sources.values())
-        assert total <= s.max_total and all(x.in_flight <= x.window for x in s.sources.values())
+        total = sum(x.held for x in s.sources.values())
+        assert total <= s.max_total
+        for name in {r.source for r in asked}:  # a window may shrink, but is never overfilled
+            x = s.sources[name]
+            assert x.in_flight <= x.window or len([r for r in asked if r.source == name]) == 1
         due = s.next_deadline()
         assert out or due is not None, "nothing out and nothing due: the download would hang"
         if not out:
@@ -241,7 +281,7 @@ def test_random_answers_never_break_the_bookkeeping(
         elif roll < 0.22 and r.source != honest:  # a reply of the wrong length: nothing usable
             s.on_frame(r.source, r.index, [], chunks_of(r), now=now, serial=r.serial)
         elif s.accepts(r.source, r.index, r.serial):  # the shell drops answers not awaited
-            s.on_frame(r.source, r.index, chunks_of(r), now=now, rtt=rng.random(), serial=r.serial)
+            s.on_frame(r.source, r.index, chunks_of(r), now=now, serial=r.serial)
     assert s.complete or s.stuck
     if s.stuck:
         assert s.sources[honest].excluded is not None
@@ -274,9 +314,11 @@ def test_a_stale_timeout_does_not_hit_a_newer_request_for_the_same_chunks() -> N
     old = s.requests(0)
     s.on_failure("a", old[0].index, "timed out", 10, old[0].serial)  # releases both frames
     new = s.requests(11)
+    s.on_frame("a", new[0].index, chunks_of(new[0]), now=11.001, serial=new[0].serial)
+    new += s.requests(11.001)
     assert {r.index for r in new} == {r.index for r in old}
     s.on_failure("a", old[1].index, "timed out", 15, old[1].serial)  # the old second timeout
-    assert s.sources["a"].failures == 1 and all(s.accepts("a", r.index, r.serial) for r in new)
+    assert s.sources["a"].failures == 0 and s.accepts("a", new[1].index, new[1].serial)
     assert not s.accepts("a", old[0].index, old[0].serial)
 
 
@@ -285,7 +327,7 @@ def test_a_pause_that_is_over_is_no_deadline_and_busy_is_not_a_failure() -> None
     reqs = s.requests(0)
     a = [r for r in reqs if r.source == "a"]
     s.on_busy("a", a[0].index, 1.0, a[0].serial)
-    assert s.sources["a"].failures == 0 and s.sources["a"].window == s.min_window
+    assert s.sources["a"].failures == 0 and s.sources["a"].window == FRAME  # halved
     assert s.sources["a"].retry_at == 1.25
     for r in reqs:
         if r.source == "b":
@@ -298,9 +340,22 @@ def test_a_pause_that_is_over_is_no_deadline_and_busy_is_not_a_failure() -> None
 def test_a_reply_waiting_for_the_disk_does_not_time_the_source_out() -> None:
     s = sched(8, ["a"])
     first, second = s.requests(0)
-    s.on_arrival("a", first.index, first.serial)  # here, but the disk is slow
-    assert [(r.index, r.count) for r in s.overdue(100)] == [(second.index, second.count)]
-    assert s.next_deadline() == 5.0  # the second frame's timeout only
-    assert s.sources["a"].in_flight == 2 * FRAME  # its bytes still count until written
+    s.on_arrival("a", first.index, first.serial, now=0.5)  # here, but the disk is slow
+    assert s.sources["a"].in_flight == FRAME  # room for another frame on the link ...
+    assert s.sources["a"].held == 2 * FRAME  # ... but its bytes count until written
+    due = s.next_deadline()
+    assert due is not None and [(r.index, r.count) for r in s.overdue(due)] == [
+        (second.index, second.count)  # only the frame still on its way can be late
+    ]
     s.on_frame("a", first.index, chunks_of(first), now=100, serial=first.serial)
     assert s.sources["a"].failures == 0 and set(chunks_of(first)) <= s.done_chunks
+
+
+def test_a_failure_keeps_frames_that_arrived_and_wait_for_the_disk() -> None:
+    s = sched(16, ["a", "b"])
+    reqs = [r for r in s.requests(0) if r.source == "a"]
+    s.on_arrival("a", reqs[0].index, reqs[0].serial, now=0.1)
+    s.on_failure("a", reqs[1].index, "link closed", 0.2, reqs[1].serial)
+    assert s.accepts("a", reqs[0].index, reqs[0].serial)  # being written: still ours
+    assert not s.accepts("a", reqs[1].index, reqs[1].serial)
+    assert s.on_frame("a", reqs[0].index, chunks_of(reqs[0]), now=0.3, serial=reqs[0].serial)

@@ -4,8 +4,17 @@
 Each host is a network namespace with a veth `eth0` on a private bridge and an address in
 198.18.0.0/15 (RFC 2544's benchmarking range, never a real LAN's), and runs whatever you start
 in it, typically one `zwalk serve`. Nothing is routed anywhere: the bridge has no uplink and no
-address. Links can be made slow or lossy with tc (tbf, netem). Everything is removed on close,
-also when a test fails or the script is interrupted.
+address. Everything is removed on close, also when a test fails or the script is interrupted.
+
+A host's link can be shaped on kernels without netem (`Lab.shape`, or the flags below):
+  --rate    what the host sends, with tc tbf on its eth0;
+  --loss    what reaches the host, dropped at random by iptables (`-m statistic`) in its
+            namespace; every host then sends plain MTU-sized packets (gso_max_segs 1), so that
+            one drop loses one packet, not a 64 KiB TCP burst;
+  --delay   what reaches the host, held in user space (tools/linkdelay.py, through NFQUEUE),
+  --jitter  plus or minus this much, uniformly, without reordering.
+Loss and delay apply where a packet arrives because a packet held or dropped on its way out
+still belongs to the sending socket, which TCP then treats as a local queue, not as the network.
 
 As a library (tests/conftest.py's `lab` fixture uses it):
 
@@ -15,7 +24,7 @@ As a library (tests/conftest.py's `lab` fixture uses it):
 
 As a script (Linux, root):
 
-    python tools/netlab.py up 4 [--serve DIR]    # start a lab, print how to use it, wait
+    python tools/netlab.py up 4 [--serve DIR] [--rate 16mbit] [--loss 5%] [--delay 50ms]
     python tools/netlab.py down                  # remove any lab left behind by a crash
 """
 
@@ -29,6 +38,7 @@ import ipaddress
 import os
 import secrets
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -37,9 +47,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-PREFIX = "zwl"
-PR_SET_PDEATHSIG = 1  # every namespace, bridge and veth this tool makes starts with it
+PREFIX = "zwl"  # every namespace, bridge and veth this tool makes starts with it
+PR_SET_PDEATHSIG = 1
 SUBNET = ipaddress.IPv4Network("198.18.0.0/16")
+LINKDELAY = Path(__file__).resolve().parent / "linkdelay.py"
 
 
 def ip(*args: str, ns: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -75,6 +86,8 @@ class Lab:
     lab_id: str = field(default_factory=lambda: secrets.token_hex(2))
     hosts: list[Host] = field(default_factory=list)
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    delays: dict[int, subprocess.Popen[str]] = field(default_factory=dict)  # host -> linkdelay
+    shaped: dict[int, dict[str, str]] = field(default_factory=dict)  # host -> what is set
 
     @property
     def bridge(self) -> str:
@@ -168,31 +181,85 @@ class Lab:
         *,
         rate: str | None = None,
         delay: str | None = None,
+        jitter: str | None = None,
         loss: str | None = None,
     ) -> None:
-        """Make a host's outgoing link slow or lossy: rate ('200mbit') with tbf; delay ('5ms')
-        and loss ('1%') with netem, which some kernels lack (then this raises, saying so).
-        Shaping eth0 inside the namespace limits what the host sends."""
-        if delay or loss:
-            args = ["netem"]
-            args += ["delay", delay] if delay else []
-            args += ["loss", loss] if loss else []
-            args += ["rate", rate] if rate else []
-        elif rate:
-            args = ["tbf", "rate", rate, "burst", "64kb", "latency", "50ms"]
-        else:
+        """Shape a host's link: `rate` ('16mbit') caps what it sends; `loss` ('5%') drops
+        that share of what reaches it; `delay` ('50ms', with `jitter` '10ms') holds what
+        reaches it. Each call replaces what an earlier one set for the same aspects."""
+        if not (rate or delay or loss):
             raise ValueError("shape needs rate, delay or loss")
-        r = subprocess.run(
-            [*self.exec_prefix(host), "tc", "qdisc", "replace", "dev", "eth0", "root", *args],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
+        if rate:
+            self._tc(host, ["tbf", "rate", rate, "burst", "64kb", "latency", "50ms"])
+        if loss:
+            self._loss(host, _fraction(loss))
+        if delay:
+            self._delay(host, _millis(delay), _millis(jitter) if jitter else 0.0)
+        self.shaped.setdefault(host, {}).update(
+            {
+                k: v
+                for k, v in {"rate": rate, "loss": loss, "delay": delay, "jitter": jitter}.items()
+                if v
+            }
         )
+
+    def _tc(self, host: int, args: list[str]) -> None:
+        r = self.run(host, ["tc", "qdisc", "replace", "dev", "eth0", "root", *args], timeout=30)
         if r.returncode != 0:
-            missing = args[0] == "netem" and "unknown" in r.stderr
-            hint = " (this kernel has no netem: sch_netem is missing)" if missing else ""
-            raise RuntimeError(f"tc {' '.join(args)} failed on h{host}: {r.stderr.strip()}{hint}")
+            raise RuntimeError(f"tc {' '.join(args)} failed on h{host}: {r.stderr.strip()}")
+
+    def _iptables(self, host: int, *args: str) -> None:
+        if shutil.which("iptables") is None:
+            raise RuntimeError("loss and delay need iptables (apt-get install iptables)")
+        r = self.run(host, ["iptables", "-w", *args], timeout=30)
+        if r.returncode != 0:
+            raise RuntimeError(f"iptables {' '.join(args)} on h{host}: {r.stderr.strip()}")
+
+    def _loss(self, host: int, fraction: float) -> None:
+        for h in self.hosts:  # one drop, one packet: no GSO bursts toward a lossy host
+            ip("link", "set", "dev", "eth0", "gso_max_segs", "1", ns=h.ns)
+        for rule in self._rules(host, "statistic"):
+            self._iptables(host, "-D", "INPUT", *rule)
+        if fraction > 0:
+            self._iptables(
+                host, "-I", "INPUT", "1", "-i", "eth0", "-m", "statistic", "--mode", "random",
+                "--probability", f"{fraction:.6f}", "-j", "DROP",
+            )  # fmt: skip
+
+    def _delay(self, host: int, delay_ms: float, jitter_ms: float) -> None:
+        self._stop_delay(host)
+        queue = 1000 + host
+        proc = subprocess.Popen(  # one per host; stopped in close()
+            [*self.exec_prefix(host), sys.executable, str(LINKDELAY), "--queue", str(queue),
+             "--delay", f"{delay_ms:g}", "--jitter", f"{jitter_ms:g}"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            preexec_fn=_die_with_parent,
+        )  # fmt: skip
+        assert proc.stdout is not None  # noqa: S101 -- piped above
+        if proc.stdout.readline().strip() != "ready":
+            proc.kill()
+            _, err = proc.communicate(timeout=10)
+            raise RuntimeError(f"linkdelay did not start on h{host}: {err.strip()}")
+        self.delays[host] = proc
+        self._iptables(
+            host, "-A", "INPUT", "-i", "eth0", "-j", "NFQUEUE", "--queue-num", str(queue)
+        )
+
+    def _stop_delay(self, host: int) -> None:
+        for rule in self._rules(host, "NFQUEUE"):
+            self._iptables(host, "-D", "INPUT", *rule)  # first: with no reader, packets drop
+        proc = self.delays.pop(host, None)
+        if proc is not None:
+            self.stop(proc)  # type: ignore[arg-type]
+
+    def _rules(self, host: int, marker: str) -> list[list[str]]:
+        """This tool's INPUT rules on a host that mention `marker`, as arguments to -D."""
+        r = self.run(host, ["iptables", "-w", "-S", "INPUT"], timeout=30)
+        return [
+            shlex.split(line)[2:]
+            for line in r.stdout.splitlines()
+            if line.startswith("-A INPUT") and marker in line
+        ]
 
     def stop(
         self, proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 5.0
@@ -210,6 +277,9 @@ class Lab:
             with contextlib.suppress(Exception):
                 self.stop(proc)
         self.procs.clear()
+        for host in list(self.delays):
+            with contextlib.suppress(Exception):
+                self._stop_delay(host)
         for h in self.hosts:  # anything else started in a host (ip netns exec by hand)
             for pid in ip("netns", "pids", h.ns, check=False).stdout.split():
                 with contextlib.suppress(ProcessLookupError, ValueError):
@@ -219,6 +289,23 @@ class Lab:
             ip("netns", "del", h.ns, check=False)
         self.hosts.clear()
         ip("link", "del", self.bridge, check=False)
+
+
+def _fraction(text: str) -> float:
+    """'5%' or '0.05' as a fraction in [0, 1]."""
+    value = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    if not 0 <= value <= 1:
+        raise ValueError(f"loss must be 0..100%, got {text!r}")
+    return value
+
+
+def _millis(text: str) -> float:
+    """'50ms', '0.05s' or '50' (milliseconds) as milliseconds."""
+    if text.endswith("ms"):
+        return float(text[:-2])
+    if text.endswith("s"):
+        return float(text[:-1]) * 1000
+    return float(text)
 
 
 def _die_with_parent() -> None:
@@ -269,8 +356,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         type=Path,
         help="run `zwalk serve` on every host, sharing DIR/h<i> (created, with a sample file) ",
     )
-    up.add_argument("--rate", help="cap every host's link, e.g. 200mbit")
-    up.add_argument("--delay", help="add latency to every host's link, e.g. 2ms")
+    up.add_argument("--rate", help="cap what every host sends, e.g. 200mbit")
+    up.add_argument("--loss", help="drop this share of what reaches every host, e.g. 5%%")
+    up.add_argument("--delay", help="hold what reaches every host this long, e.g. 50ms")
+    up.add_argument("--jitter", help="plus or minus this much delay, e.g. 10ms")
     down = sub.add_parser("down", help="remove what a crashed lab left behind")
     down.add_argument(
         "--force", action="store_true", help="also labs that still run processes (they are killed)"
@@ -287,8 +376,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     with Lab(args.hosts) as lab:
         for h in lab.hosts:
-            if args.rate or args.delay:
-                lab.shape(h.index, rate=args.rate, delay=args.delay)
+            if args.rate or args.delay or args.loss:
+                lab.shape(
+                    h.index, rate=args.rate, delay=args.delay, jitter=args.jitter, loss=args.loss
+                )
             if args.serve:
                 share = args.serve / f"h{h.index}"
                 share.mkdir(parents=True, exist_ok=True)

@@ -68,7 +68,8 @@ class Config:
     frame_size: int = transfer.DEFAULTS.frame_bytes
     window: int = transfer.DEFAULTS.window
     max_window: int = transfer.DEFAULTS.max_window
-    chunk_timeout: float = transfer.DEFAULTS.chunk_timeout
+    queue_target: float = transfer.DEFAULTS.queue_target
+    stall_grace: float = transfer.DEFAULTS.stall_grace
     ping_interval: float = 1.0
     ping_timeout: float = 1.0
     max_missed_pings: int = 3
@@ -92,7 +93,8 @@ class Config:
             frame_bytes=self.frame_size,
             window=self.window,
             max_window=self.max_window,
-            chunk_timeout=self.chunk_timeout,
+            queue_target=self.queue_target,
+            stall_grace=self.stall_grace,
             info_timeout=self.reply_timeout,
         )
 
@@ -156,7 +158,7 @@ def load(path: Path | None, *, required: bool = False) -> Config:
             "ttl",
             "check_every",
         },
-        "transfer": {"frame_size", "window", "max_window", "chunk_timeout"},
+        "transfer": {"frame_size", "window", "max_window", "queue_target", "stall_grace"},
     }
     for section in parser.sections():
         if section not in known:
@@ -220,8 +222,9 @@ def _apply(parser: configparser.ConfigParser, cfg: Config, path: Path) -> Config
         for key in ("frame_size", "window", "max_window"):
             if key in s:
                 ch[key] = s.getint(key)
-        if "chunk_timeout" in s:
-            ch["chunk_timeout"] = s.getfloat("chunk_timeout")
+        for key in ("queue_target", "stall_grace"):
+            if key in s:
+                ch[key] = s.getfloat(key)
     out = replace(cfg, **ch)
     validate(out)
     return out
@@ -240,7 +243,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError("name must be 1 to 1024 bytes")
     _positive("find", "timeout", cfg.find_timeout)
     _positive("find", "reply_timeout", cfg.reply_timeout)
-    _positive("transfer", "chunk_timeout", cfg.chunk_timeout)
+    _positive("transfer", "queue_target", cfg.queue_target)
+    _positive("transfer", "stall_grace", cfg.stall_grace)
     _positive("share", "rescan_interval", cfg.rescan_interval)
     _positive("node", "ping_interval", cfg.ping_interval)
     _positive("node", "ping_timeout", cfg.ping_timeout)
@@ -259,8 +263,11 @@ def validate(cfg: Config) -> None:
             f"[transfer] frame_size must be {p.MIN_CHUNK_SIZE}..{p.MAX_PAYLOAD}, "
             f"got {cfg.frame_size}"
         )
-    if not cfg.frame_size <= cfg.window <= cfg.max_window <= 1024 * 1024 * 1024:
+    if not (
+        p.MIN_CHUNK_SIZE <= cfg.window <= cfg.max_window <= 1024 * 1024 * 1024
+        and cfg.frame_size <= cfg.max_window
+    ):
         raise ConfigError(
-            "[transfer] want frame_size <= window <= max_window <= 1 GiB, got "
-            f"{cfg.frame_size}, {cfg.window}, {cfg.max_window}"
+            "[transfer] want window and frame_size <= max_window <= 1 GiB, got "
+            f"window {cfg.window}, frame_size {cfg.frame_size}, max_window {cfg.max_window}"
         )

@@ -91,20 +91,27 @@ def part_path(out_dir: Path, name: str, cid: bytes) -> Path:
 
 async def fetch_info(
     holders: Sequence[PeerLink], cid: bytes, size: int, timeout: float
-) -> tuple[list[tuple[p.FileInfo, list[PeerLink]]], dict[str, str]]:
+) -> tuple[list[tuple[p.FileInfo, list[PeerLink]]], dict[str, str], dict[PeerLink, float]]:
     """Ask every holder for the file's chunk hashes. Holders are grouped by the hash list they
     sent, most holders first: a list that does not produce the content id shows only once the
-    whole file is hashed, and then the next group gets its turn."""
-    replies = await asyncio.gather(
-        *(h.request(p.GetInfo(req=0, cid=cid), timeout) for h in holders), return_exceptions=True
-    )
+    whole file is hashed, and then the next group gets its turn. Also returns how long each
+    answer took: the round trip of a small request, which frames cannot measure."""
+    rtts: dict[PeerLink, float] = {}
+
+    async def ask(holder: PeerLink) -> p.Message:
+        started = time.monotonic()
+        reply = await holder.request(p.GetInfo(req=0, cid=cid), timeout)
+        rtts[holder] = time.monotonic() - started
+        return reply
+
+    replies = await asyncio.gather(*(ask(h) for h in holders), return_exceptions=True)
     groups: dict[tuple[int, bytes], tuple[p.FileInfo, list[PeerLink]]] = {}
     excluded: dict[str, str] = {}
     for holder, r in zip(holders, replies, strict=True):
         if isinstance(r, BaseException):
             if not isinstance(r, PeerError | TimeoutError):
                 raise r
-            excluded[holder.label] = str(r) or "no answer"
+            excluded[holder.label] = str(r) or f"no answer within {timeout:g} s"
         elif not isinstance(r, p.FileInfo) or r.cid != cid or r.size != size:
             excluded[holder.label] = "file-info does not match the search hit"
         else:
@@ -114,7 +121,7 @@ async def fetch_info(
             "no holder answered with usable file info: "
             + "; ".join(f"{k}: {v}" for k, v in excluded.items())
         )
-    return sorted(groups.values(), key=lambda g: -len(g[1])), excluded
+    return sorted(groups.values(), key=lambda g: -len(g[1])), excluded, rtts
 
 
 def place(part: Path, out_dir: Path, name: str, cid: bytes) -> tuple[Path, bool]:
@@ -163,14 +170,14 @@ async def download(
     options = options or TransferOptions()
     keep_freed_frames()
     p.file_name(name)  # the name came from the network: it must stay inside out_dir
-    groups, excluded = await fetch_info(holders, cid, size, options.info_timeout)
+    groups, excluded, rtts = await fetch_info(holders, cid, size, options.info_timeout)
     received = 0
     await asyncio.to_thread(_check_room, out_dir, part_path(out_dir, name, cid), size)
     for info, sources in groups:
         part = await asyncio.to_thread(_open_part, out_dir, name, cid, info)
         try:
             sched, resumed, got = await _attempt(
-                part, info, sources, options, progress, more_holders, excluded
+                part, info, sources, rtts, options, progress, more_holders, excluded
             )
             received += got
             for link, why in sched.failure_reasons().items():
@@ -306,6 +313,7 @@ async def _attempt(
     part: PartFile,
     info: p.FileInfo,
     sources: list[PeerLink],
+    rtts: dict[PeerLink, float],
     options: TransferOptions,
     progress: Progress | None,
     more_holders: asyncio.Queue[PeerLink] | None,
@@ -318,20 +326,30 @@ async def _attempt(
         log.info("resuming: %d of %d claimed chunks verified", len(have), len(claimed))
     sched: ChunkScheduler[PeerLink] = ChunkScheduler(
         info,
-        sources,
+        [],
         frame_bytes=options.frame_bytes,
         window=options.window,
         max_window=options.max_window,
         max_total=options.max_total,
-        timeout=options.chunk_timeout,
+        queue_target=options.queue_target,
+        stall_grace=options.stall_grace,
         have=have,
     )
+    for link in sources:
+        sched.add_source(link, rtts.get(link))
     resumed = sched.bytes_done
     pool = ThreadPoolExecutor(options.workers, thread_name_prefix="zwalk-verify")
     saver_pool = ThreadPoolExecutor(1, thread_name_prefix="zwalk-progress")
     try:
         received = await _run(
-            sched, part, _Saver(part, saver_pool), pool, progress, more_holders, excluded
+            sched,
+            part,
+            _Saver(part, saver_pool),
+            pool,
+            progress,
+            more_holders,
+            excluded,
+            options.info_timeout,
         )
     finally:
         pool.shutdown(wait=False)
@@ -345,7 +363,6 @@ class _Answer:
     good: list[int] = field(default_factory=list)
     bad: list[int] = field(default_factory=list)
     failure: str = ""
-    rtt: float | None = None
     busy: bool = False  # the source said it is serving all it can
     fatal: str = ""  # the download cannot go on (the .part cannot be written)
 
@@ -358,14 +375,17 @@ async def _run(
     progress: Progress | None,
     more_holders: asyncio.Queue[PeerLink] | None = None,
     excluded: dict[str, str] | None = None,
+    info_timeout: float = 2.0,
 ) -> int:
     """Keep every source's window full until the file is complete or no source is left.
     Returns the payload bytes received."""
     loop = asyncio.get_running_loop()
     received = 0
-    answers: asyncio.Queue[_Answer | None] = asyncio.Queue()  # None: a source joined
+    answers: asyncio.Queue[_Answer | None] = asyncio.Queue()  # None: look again (room, a source)
     cid = sched.info.cid
     info = sched.info
+    out: dict[int, tuple[Request[PeerLink], asyncio.Task[None]]] = {}  # serial -> its request
+    arrived: set[int] = set()  # serials whose reply is here (being verified and written)
 
     async def adopt() -> None:
         """Holders found while the download runs join once their file-info agrees."""
@@ -374,11 +394,12 @@ async def _run(
             link = await more_holders.get()
             if link in sched.sources or link.closed:
                 continue
+            started = loop.time()
             try:
-                r = await link.request(p.GetInfo(req=0, cid=cid), sched.timeout)
+                r = await link.request(p.GetInfo(req=0, cid=cid), info_timeout)
             except (PeerError, TimeoutError) as e:
                 if excluded is not None:
-                    excluded[link.label] = str(e) or "no answer"
+                    excluded[link.label] = str(e) or f"no answer within {info_timeout:g} s"
                 continue
             if not isinstance(r, p.FileInfo) or (r.cid, r.size, r.chunk_size, r.hashes) != (
                 info.cid,
@@ -390,7 +411,7 @@ async def _run(
                     excluded[link.label] = "file-info differs from the other holders'"
                 continue
             log.info("%s joins the download", link.label)
-            sched.add_source(link)
+            sched.add_source(link, loop.time() - started)
             answers.put_nowait(None)
 
     async def fetch(req: Request[PeerLink]) -> None:
@@ -407,14 +428,12 @@ async def _run(
     async def ask(req: Request[PeerLink]) -> _Answer | None:
         nonlocal received
         msg = p.GetChunks(req=0, cid=cid, index=req.index, count=req.count)
-        sent = loop.time()
         try:
-            reply = await req.source.request(msg, sched.timeout)
-        except TimeoutError:
-            return _Answer(req, failure=f"no answer within {sched.timeout:g}s")
+            # No timeout of its own: the scheduler says when the source is late, and the
+            # loop below cancels this request then.
+            reply = await req.source.request(msg, None, bulk=True)
         except PeerError as e:
             return _Answer(req, failure=str(e), busy=e.code is p.ErrorCode.BUSY)
-        rtt = loop.time() - sent
         received += len(reply.payload) if isinstance(reply, p.Chunks) else 0
         if not sched.accepts(req.source, req.index, req.serial):
             return None  # another source answered first (end-game), or this one was dropped
@@ -429,7 +448,9 @@ async def _run(
         if len(reply.payload) != length:
             why = f"sent {len(reply.payload)} bytes, want {length}"
             return _Answer(req, bad=everything, failure=why)
-        sched.on_arrival(req.source, req.index, req.serial)
+        arrived.add(req.serial)
+        sched.on_arrival(req.source, req.index, req.serial, now=loop.time())
+        answers.put_nowait(None)  # its window has room again: ask for more while we write
         write = loop.run_in_executor(
             pool, part.write_frame, memoryview(reply.payload), req.index, req.count
         )
@@ -438,31 +459,38 @@ async def _run(
         except asyncio.CancelledError:
             await asyncio.wait([write])  # the file is closed after us: let the write finish
             raise
-        return _Answer(req, good, bad, "hash mismatch" if bad else "", rtt)
+        return _Answer(req, good, bad, "hash mismatch" if bad else "")
 
-    tasks: set[asyncio.Task[None]] = set()
-    if more_holders is not None:
-        joining = asyncio.create_task(adopt())
-        tasks.add(joining)
+    def forget(serial: int) -> None:
+        out.pop(serial, None)
+        arrived.discard(serial)
+
+    joining = asyncio.create_task(adopt()) if more_holders is not None else None
     try:
         if progress:
             progress(sched.bytes_done, sched.info.size, sched.active_sources)
         while not sched.complete and not sched.stuck:
             now = loop.time()
-            for late in sched.overdue(now):  # a request whose own timeout never fired
-                sched.on_failure(late.source, late.index, "no answer in time", now, late.serial)
+            for late in sched.overdue(now):
+                why = f"nothing arrived from it for {sched.late_by(late.source, now):.0f} s"
+                log.info("%s: %s", late.source.label, why)
+                sched.on_failure(late.source, late.index, why, now, late.serial)
+            for serial, (req, task) in list(out.items()):
+                if serial not in arrived and not sched.accepts(req.source, req.index, serial):
+                    task.cancel()  # given up on (late, or its source failed)
+                    forget(serial)
             for req in sched.requests(now):
                 task = asyncio.create_task(fetch(req))
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
+                out[req.serial] = (req, task)
+                task.add_done_callback(lambda _, serial=req.serial: forget(serial))
             due = sched.next_deadline()
             wait = None if due is None else max(0.01, due - loop.time())
             try:
                 a = await asyncio.wait_for(answers.get(), wait)
             except TimeoutError:
-                continue  # a source's pause is over, or a request is overdue
+                continue  # a source's pause is over, or a request is late
             if a is None:
-                continue  # a new source, or an answer no longer wanted
+                continue  # room in a window, a new source, or an answer no longer wanted
             now = loop.time()
             src, req = a.req.source, a.req
             if a.fatal:
@@ -479,7 +507,7 @@ async def _run(
                     log.info("%s: frame at chunk %d: %s", src.label, req.index, a.failure)
                 sched.on_failure(src, req.index, a.failure, now, req.serial)
             else:
-                sched.on_frame(src, req.index, a.good, now=now, rtt=a.rtt, serial=req.serial)
+                sched.on_frame(src, req.index, a.good, now=now, serial=req.serial)
             if a.good:
                 for i in a.good:
                     part.bits[i // 8] |= 1 << (i % 8)
@@ -487,6 +515,7 @@ async def _run(
                 if progress:
                     progress(sched.bytes_done, sched.info.size, sched.active_sources)
     finally:
+        tasks = [task for _, task in out.values()] + ([joining] if joining is not None else [])
         for task in tasks:  # requests still out to sources we no longer need
             task.cancel()
         if tasks:

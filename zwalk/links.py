@@ -1,4 +1,9 @@
-# Outgoing links: one DEALER per peer endpoint, matching replies to requests by id.
+# Outgoing links: one DEALER per peer endpoint, matching replies to requests by id, and a second
+# DEALER to the same endpoint, opened on first use, for chunk requests. A peer's ROUTER answers
+# each connection in order, so a pong sent after 16 MiB of chunk data would wait behind all of
+# it (seconds on a slow link, long enough for the peer to be taken for dead); on a connection of
+# its own, a ping's answer waits only for the link's own queue. Both connections count as proof
+# of life: anything that arrives on either refreshes the peer's last-seen time.
 from __future__ import annotations
 
 import asyncio
@@ -20,7 +25,8 @@ HWM = 256  # messages queued per socket before a send fails (and the peer counts
 
 
 class PeerError(Exception):
-    """A peer answered with an error, could not be reached, or said something malformed."""
+    """A peer answered with an error, could not be reached, or said something malformed. The
+    message says what happened, not to whom: the caller names the peer (once)."""
 
     def __init__(self, message: str, code: p.ErrorCode | None = None) -> None:
         super().__init__(message)
@@ -76,6 +82,10 @@ class PeerLink:
         except zmq.ZMQError:
             self.sock.close(linger=0)  # an open socket would keep the context from ending
             raise
+        self._node_id = node_id
+        self._ctx = ctx
+        self._bulk: zmq.asyncio.Socket | None = None  # chunk requests, once there is one
+        self._bulk_opened = asyncio.Event()
         self._pending: dict[int, asyncio.Future[p.Message]] = {}
         self.closed = False
 
@@ -91,36 +101,63 @@ class PeerLink:
     def send(self, msg: p.Message) -> None:
         """Send without waiting for a reply (notifications such as bye)."""
         if self.closed:
-            raise PeerGone(f"{self.label}: link closed")
+            raise PeerGone("link closed")
         # zmq.asyncio reports a full queue through the returned future, at once.
         sent = self.sock.send_multipart(p.encode(msg), flags=zmq.NOBLOCK, copy=False)
         if sent.done() and sent.exception() is not None:
-            raise PeerGone(f"{self.label}: send queue full")
+            raise PeerGone("send queue full")
 
-    async def request(self, msg: p.Message, timeout: float) -> p.Message:
-        """Send a request and wait for its reply; error replies raise PeerError."""
+    def _bulk_socket(self) -> zmq.asyncio.Socket:
+        if self._bulk is None:
+            sock = self._ctx.socket(zmq.DEALER)
+            configure(sock)
+            try:
+                sock.setsockopt(zmq.ROUTING_ID, self._node_id + os.urandom(4))
+                sock.connect(self.endpoint.zmq)
+            except zmq.ZMQError:
+                sock.close(linger=0)
+                raise
+            self._bulk = sock
+            self._bulk_opened.set()
+        return self._bulk
+
+    async def request(
+        self, msg: p.Message, timeout: float | None, *, bulk: bool = False
+    ) -> p.Message:
+        """Send a request and wait for its reply (for ever with no timeout: the caller then
+        decides when to give up, by cancelling); error replies raise PeerError. `bulk` sends
+        it on the connection for large replies."""
         if self.closed:
-            raise PeerGone(f"{self.label}: link closed")
+            raise PeerGone("link closed")
         req = self._next_req()
         msg = replace(msg, req=req)
         fut: asyncio.Future[p.Message] = asyncio.get_running_loop().create_future()
         self._pending[req] = fut
         try:
+            sock = self._bulk_socket() if bulk else self.sock
             try:
-                await self.sock.send_multipart(p.encode(msg), flags=zmq.NOBLOCK, copy=False)
+                await sock.send_multipart(p.encode(msg), flags=zmq.NOBLOCK, copy=False)
             except zmq.Again:
-                raise PeerGone(f"{self.label}: send queue full") from None
+                raise PeerGone("send queue full") from None
             async with asyncio.timeout(timeout):
                 reply = await fut
         finally:
             self._pending.pop(req, None)
         if isinstance(reply, p.Error):
-            raise PeerError(f"{self.label}: {reply.code}: {reply.reason}", reply.code)
+            raise PeerError(f"{reply.code}: {reply.reason}", reply.code)
         return reply
 
     async def receive_loop(self) -> None:
+        """Take replies from both connections (the bulk one once it is opened)."""
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._receive(self.sock))
+            await self._bulk_opened.wait()
+            if self._bulk is not None and not self.closed:
+                tg.create_task(self._receive(self._bulk))
+
+    async def _receive(self, sock: zmq.asyncio.Socket) -> None:
         while True:
-            frames = await self.sock.recv_multipart(copy=False)
+            frames = await sock.recv_multipart(copy=False)
             if self._on_reply is not None:
                 self._on_reply(self.endpoint)
             try:
@@ -129,7 +166,7 @@ class PeerLink:
                 log.warning("malformed reply from %s: %s", self.label, e)
                 fut = self._pending.get(e.req) if e.req is not None else None
                 if fut and not fut.done():
-                    fut.set_exception(PeerError(f"{self.label}: malformed reply: {e.reason}"))
+                    fut.set_exception(PeerError(f"malformed reply: {e.reason}"))
                 continue
             fut = self._pending.get(msg.req)
             if fut is None or fut.done():
@@ -140,7 +177,7 @@ class PeerLink:
     async def hello(self, hello: p.Hello, timeout: float) -> p.HelloOk:
         reply = await self.request(hello, timeout)
         if not isinstance(reply, p.HelloOk):
-            raise PeerError(f"{self.label}: answered hello with {reply.TYPE}")
+            raise PeerError(f"answered hello with {reply.TYPE}")
         self.info = PeerInfo(reply.node, reply.name, reply.files, self.endpoint)
         return reply
 
@@ -150,5 +187,8 @@ class PeerLink:
         self.closed = True
         for fut in self._pending.values():
             if not fut.done():
-                fut.set_exception(PeerGone(f"{self.label}: link closed"))
+                fut.set_exception(PeerGone("link closed"))
         self.sock.close(linger=linger_ms)
+        if self._bulk is not None:
+            self._bulk.close(linger=0)  # nothing on it is worth waiting for
+        self._bulk_opened.set()  # the receive loop stops waiting for it

@@ -1,16 +1,24 @@
 # Chunk scheduling for one download, sans-IO: which chunks to ask which source for, how much to
-# keep in flight, and what a good, bad or missing answer changes. The shell does the sending,
-# hashing and writing and reports back; time is passed in. A chunk counts only once its BLAKE3
-# matched the file-info.
+# keep in flight, and what a good, bad, late or missing answer changes. The shell does the
+# sending, hashing and writing and reports back; time is passed in. A chunk counts only once its
+# BLAKE3 matched the file-info.
 #
-# A request asks for a run of consecutive chunks (one frame). Each source has a window of bytes
-# it may have outstanding, adapted to its link the way TCP Vegas does: while a frame comes back
-# in about the least time seen, the link has room and the window grows by a frame; once frames
-# queue up (a reply takes far longer than the least time seen), it shrinks. A window is only
-# freed once the frame is verified and written, so the downloader's memory is bounded by the sum
-# of the windows, whatever the file's size.
+# A request asks for a run of consecutive chunks (one frame). What each source may have on its
+# way follows its link, from 1 Mbit/s to 10 Gbit/s: the scheduler measures each source's delivery
+# rate (bytes that arrived over the time they took, as BBR samples it) and its round trip, and
+# keeps in flight one frame plus `queue_target` seconds of that rate beyond the round trip. So
+# what waits toward a source stays within about `queue_target` (or one frame, when a single
+# chunk takes longer than that), instead of a fixed number of bytes that takes seconds on a slow
+# link, and a frame is small enough to come back within that time too. A request is late when
+# nothing has arrived from its source for longer than its rate says the frame takes, times
+# STALL_FACTOR, plus `stall_grace`: deadlines follow the bytes and the rate, not a fixed clock.
+#
+# Memory: a frame counts against its source's window until it has arrived, and against
+# `max_total` (all sources) until it is verified and written, so the downloader holds at most
+# `max_total` whatever the file's size.
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
@@ -20,15 +28,22 @@ from zwalk import protocol as p
 S = TypeVar("S", bound=Hashable)  # how the shell names a source
 
 MIB = 1 << 20
+MIN_RATE = 125_000  # bytes/s (1 Mbit/s): what a deadline assumes before a rate is measured
+STALL_FACTOR = 8.0  # a frame may take this many times what the rate predicts
+RATE_SAMPLES = 16  # delivery-rate samples kept per source (the estimate is their maximum) ...
+RATE_HORIZON = 2.0  # ... from at most this many seconds back (older ones are forgotten)
+RTT_SAMPLES = 16  # round-trip samples kept per source (the estimate is their minimum)
+GAP_SHARE = 1 / 16  # pipeline a second frame when the round trip costs more than this share
 
 
 @dataclass(frozen=True, slots=True)
 class TransferOptions:
-    frame_bytes: int = 4 * MIB  # bytes asked for in one request (whole chunks)
-    window: int = 16 * MIB  # bytes outstanding per source to start with; adapted to the link
+    frame_bytes: int = 4 * MIB  # the largest frame (whole chunks); slow links get smaller ones
+    window: int = 2 * MIB  # bytes in flight per source until its rate is measured
     max_window: int = 64 * MIB
     max_total: int = 96 * MIB  # bytes outstanding over all sources: bounds the memory used
-    chunk_timeout: float = 10.0  # seconds for one frame before the source counts as failing
+    queue_target: float = 0.25  # seconds of a source's rate in flight beyond its round trip
+    stall_grace: float = 2.0  # seconds a source may be late beyond what its rate predicts
     info_timeout: float = 2.0
     workers: int = 2  # threads that verify and write
 
@@ -53,23 +68,43 @@ class Outstanding:
     sent: float
     duplicate: bool
     serial: int
+    delivered: int  # the source's delivered bytes when this was sent (for the rate sample) ...
+    delivered_at: float  # ... and when those had arrived
+    ahead: int  # bytes of this source's earlier frames still on their way when it was sent
     arrived: bool = False  # the reply is here and waits to be verified and written
 
 
 @dataclass(slots=True)
 class SourceState:
-    window: int  # bytes this source may have outstanding
+    window: int  # bytes this source may have on their way
+    frame_chunks: int  # chunks asked of it in one frame
     outstanding: dict[int, Outstanding] = field(default_factory=dict)  # first chunk -> frame
     good: int = 0  # chunks this source delivered first
     bytes: int = 0
-    min_rtt: float | None = None  # least reply time seen for a full frame
+    rate: float | None = None  # bytes/s it delivers, once measured
+    rtt: float | None = None  # least round trip of a small request to it
+    delivered: int = 0  # payload bytes that arrived from it
+    delivered_at: float = 0.0  # when the last of them arrived (or its pipe started again)
+    rate_samples: deque[tuple[float, float]] = field(default_factory=deque)  # (when, bytes/s)
+    rtt_samples: deque[float] = field(default_factory=deque)
     failures: int = 0  # failures in a row (timeouts, errors); a good frame resets them
     retry_at: float = 0.0  # no requests before this time (backing off after a failure)
     excluded: str | None = None  # why this source gets no more work
 
     @property
     def in_flight(self) -> int:
+        """Bytes asked of it that have not arrived yet."""
+        return sum(o.nbytes for o in self.outstanding.values() if not o.arrived)
+
+    @property
+    def held(self) -> int:
+        """Bytes asked of it that are not yet verified and written (in flight or arrived)."""
         return sum(o.nbytes for o in self.outstanding.values())
+
+    def head(self) -> Outstanding | None:
+        """The oldest frame still on its way: a source answers in order."""
+        waiting = [o for o in self.outstanding.values() if not o.arrived]
+        return min(waiting, key=lambda o: o.serial) if waiting else None
 
 
 class ChunkScheduler(Generic[S]):
@@ -82,20 +117,24 @@ class ChunkScheduler(Generic[S]):
         window: int = DEFAULTS.window,
         max_window: int = DEFAULTS.max_window,
         max_total: int = DEFAULTS.max_total,
-        timeout: float = DEFAULTS.chunk_timeout,
+        queue_target: float = DEFAULTS.queue_target,
+        stall_grace: float = DEFAULTS.stall_grace,
         retry_after: float = 1.0,
         max_failures: int = 3,
         have: Iterable[int] = (),
     ) -> None:
         self.info = info
         self.count = p.chunk_count(info.size, info.chunk_size)
-        self.frame_chunks = max(1, frame_bytes // info.chunk_size)
-        self.frame_bytes = self.frame_chunks * info.chunk_size
-        self.min_window = 2 * self.frame_bytes  # one frame on the wire, one being answered
-        self.max_window = max(max_window, self.min_window)
-        self.initial_window = min(max(window, self.min_window), self.max_window)
+        cs = info.chunk_size
+        self.max_frame_chunks = max(1, frame_bytes // cs)
+        self.max_window = max(max_window, cs)
+        self.initial_window = min(max(window, cs), self.max_window)
+        # before a rate is known: two frames in the first window
+        first = self.initial_window // 2 // cs
+        self.initial_frame_chunks = max(1, min(self.max_frame_chunks, first))
         self.max_total = max(max_total, self.max_window)
-        self.timeout = timeout
+        self.queue_target = queue_target
+        self.stall_grace = stall_grace
         self.retry_after = retry_after
         self.max_failures = max_failures
         self.done_chunks: set[int] = {i for i in have if 0 <= i < self.count}
@@ -109,8 +148,26 @@ class ChunkScheduler(Generic[S]):
         self.duplicates = 0  # end-game requests sent
         self._serial = 0
 
-    def add_source(self, source: S) -> None:
-        self.sources.setdefault(source, SourceState(window=self.initial_window))
+    def add_source(self, source: S, rtt: float | None = None) -> None:
+        """A source joins; `rtt`, if known, is the time a small request to it took."""
+        self.sources.setdefault(
+            source, SourceState(window=self.initial_window, frame_chunks=self.initial_frame_chunks)
+        )
+        if rtt is not None:
+            self.on_rtt(source, rtt)
+
+    def on_rtt(self, source: S, rtt: float) -> None:
+        """A small request to the source (file-info, a ping) took `rtt` seconds there and back.
+        Frames cannot tell: their round trip hides under the bytes of the frames ahead, or
+        under their own when the pipe was empty."""
+        st = self.sources.get(source)
+        if st is None or not rtt >= 0:
+            return
+        st.rtt_samples.append(rtt)
+        if len(st.rtt_samples) > RTT_SAMPLES:
+            st.rtt_samples.popleft()
+        st.rtt = min(st.rtt_samples)
+        self._fit(st)
 
     # --- geometry ---------------------------------------------------------------------------
     def span(self, index: int, count: int = 1) -> tuple[int, int]:
@@ -130,19 +187,25 @@ class ChunkScheduler(Generic[S]):
 
     def _out(self, st: SourceState, index: int, count: int, now: float, dup: bool) -> Outstanding:
         self._serial += 1
-        o = Outstanding(index, count, self.span(index, count)[1], now, dup, self._serial)
+        ahead = st.in_flight
+        if not ahead:  # its pipe was empty: the next delivery interval starts now
+            st.delivered_at = now
+        o = Outstanding(
+            index, count, self.span(index, count)[1], now, dup, self._serial,
+            st.delivered, st.delivered_at, ahead,
+        )  # fmt: skip
         st.outstanding[index] = o
         return o
 
-    def _take_frame(self) -> tuple[int, int] | None:
-        """The next run of consecutive chunks nobody has been asked for."""
+    def _take_frame(self, most: int) -> tuple[int, int] | None:
+        """The next run of at most `most` consecutive chunks nobody has been asked for."""
         while self._requeued:
             i = self._requeued.pop(0)
             if i in self.done_chunks or self._is_out(i):
                 continue
             count = 1
             while (
-                count < self.frame_chunks
+                count < most
                 and self._requeued
                 and self._requeued[0] == i + count
                 and self._requeued[0] not in self.done_chunks
@@ -159,7 +222,7 @@ class ChunkScheduler(Generic[S]):
         count = 1
         self._next += 1
         while (
-            count < self.frame_chunks
+            count < most
             and self._next < len(missing)
             and missing[self._next] == i + count
             and missing[self._next] not in self.done_chunks
@@ -175,25 +238,31 @@ class ChunkScheduler(Generic[S]):
             for o in st.outstanding.values()
         )
 
-    def _total_in_flight(self) -> int:
-        return sum(st.in_flight for st in self.sources.values())
+    def _total_held(self) -> int:
+        return sum(st.held for st in self.sources.values())
+
+    def _has_room(self, st: SourceState) -> bool:
+        """Whether one more frame fits the source's window (an idle source always gets one)."""
+        in_flight = st.in_flight
+        return not in_flight or in_flight + st.frame_chunks * self.info.chunk_size <= st.window
 
     def requests(self, now: float) -> list[Request[S]]:
         """Frames to ask for now: fill each usable source's window, round-robin, then (once
         nothing is left to hand out) let idle sources duplicate the oldest frames still out."""
         out: list[Request[S]] = []
-        total = self._total_in_flight()
+        total = self._total_held()
         usable = [s for s, st in self.sources.items() if self._usable(st, now)]
         progress = True
         while progress:
             progress = False
             for s in usable:
                 st = self.sources[s]
-                if st.in_flight + self.frame_bytes > st.window and st.outstanding:
+                if not self._has_room(st):
                     continue
-                if total + self.frame_bytes > self.max_total and total:
+                frame_bytes = st.frame_chunks * self.info.chunk_size
+                if total + frame_bytes > self.max_total and total:
                     return out
-                frame = self._take_frame()
+                frame = self._take_frame(st.frame_chunks)
                 if frame is None:
                     return out + self._endgame(usable, now)
                 o = self._out(st, *frame, now, False)
@@ -203,17 +272,17 @@ class ChunkScheduler(Generic[S]):
         return out
 
     def _endgame(self, usable: list[S], now: float) -> list[Request[S]]:
-        """Every chunk is asked for: a source with nothing to do takes a copy of the oldest
+        """Every chunk is asked for: a source with nothing on its way takes a copy of the oldest
         frame another source still owes (one copy each), so the last frames do not wait on the
         slowest source."""
         out: list[Request[S]] = []
-        total = self._total_in_flight()
+        total = self._total_held()
         owed = sorted(
             (
                 (s, o)
                 for s, st in self.sources.items()
                 for o in st.outstanding.values()
-                if not o.duplicate
+                if not o.duplicate and not o.arrived
             ),
             key=lambda so: (so[1].sent, so[1].index),
         )
@@ -226,7 +295,7 @@ class ChunkScheduler(Generic[S]):
         }
         for s in usable:
             st = self.sources[s]
-            if st.outstanding:
+            if st.in_flight:
                 continue
             for owner, o in owed:
                 if owner == s:
@@ -253,28 +322,41 @@ class ChunkScheduler(Generic[S]):
                 break
         return out
 
+    def _deadline(self, st: SourceState) -> float | None:
+        """When the source's oldest frame on its way is late: its bytes at the measured rate
+        (or MIN_RATE before there is one), from when the source could start on it."""
+        head = st.head()
+        if head is None:
+            return None
+        start = max(head.sent, st.delivered_at)
+        expected = (st.rtt or 0.0) + head.nbytes / (st.rate or MIN_RATE)
+        return start + STALL_FACTOR * expected + self.stall_grace
+
     def overdue(self, now: float) -> list[Request[S]]:
-        return [
-            Request(s, o.index, o.count, o.duplicate, o.serial)
-            for s, st in self.sources.items()
-            for o in st.outstanding.values()
-            if not o.arrived and now - o.sent >= self.timeout
-        ]
+        """The oldest frame of each source that is late (the frames behind it wait on it)."""
+        out = []
+        for s, st in self.sources.items():
+            due = self._deadline(st)
+            head = st.head()
+            if due is not None and head is not None and now >= due:
+                out.append(Request(s, head.index, head.count, head.duplicate, head.serial))
+        return out
 
     def next_deadline(self) -> float | None:
-        """When something is next due: a frame's timeout, or a source's retry."""
-        times = [
-            o.sent + self.timeout
-            for st in self.sources.values()
-            for o in st.outstanding.values()
-            if not o.arrived
-        ]
+        """When something is next due: a source's deadline, or a source's retry."""
+        times = [d for st in self.sources.values() if (d := self._deadline(st)) is not None]
         times += [
             st.retry_at
             for st in self.sources.values()
-            if st.excluded is None and not st.outstanding and st.retry_at > 0
+            if st.excluded is None and not st.in_flight and st.retry_at > 0
         ]
         return min(times) if times else None
+
+    def late_by(self, source: S, now: float) -> float:
+        """Seconds since anything arrived from the source while it owed a frame (for reasons)."""
+        st = self.sources[source]
+        head = st.head()
+        return 0.0 if head is None else max(0.0, now - max(head.sent, st.delivered_at))
 
     # --- events -----------------------------------------------------------------------------
     def _current(self, source: S, index: int, serial: int | None) -> Outstanding | None:
@@ -284,13 +366,47 @@ class ChunkScheduler(Generic[S]):
         o = st.outstanding.get(index) if st is not None else None
         return o if o is not None and (serial is None or o.serial == serial) else None
 
-    def on_arrival(self, source: S, index: int, serial: int | None = None) -> None:
-        """The reply is here; verifying and writing it is up to us, not the source, so its
-        timeout no longer runs (a slow disk must not count against the sources). Its bytes
-        still count against the window until on_frame."""
+    def on_arrival(self, source: S, index: int, serial: int | None = None, *, now: float) -> None:
+        """The reply is here: the link delivered its bytes, which measures its rate and round
+        trip and frees room in its window. Verifying and writing it is up to us, not the
+        source, so no deadline runs for it any more; its bytes count against `max_total` until
+        on_frame."""
         o = self._current(source, index, serial)
-        if o is not None:
-            o.arrived = True
+        if o is None or o.arrived:
+            return
+        st = self.sources[source]
+        o.arrived = True
+        st.delivered += o.nbytes
+        interval = now - o.delivered_at
+        if interval > 0 and o.count >= st.frame_chunks:  # a short frame says little
+            self._rate_sample(st, now, (st.delivered - o.delivered) / interval)
+        st.delivered_at = now
+        self._fit(st)
+
+    def _rate_sample(self, st: SourceState, now: float, rate: float) -> None:
+        samples = st.rate_samples
+        samples.append((now, rate))
+        while len(samples) > RATE_SAMPLES or (
+            len(samples) > 2 and samples[0][0] < now - RATE_HORIZON
+        ):
+            samples.popleft()
+        st.rate = max(r for _, r in samples)
+
+    def _fit(self, st: SourceState) -> None:
+        """Frame and window from the source's rate: a frame takes about half the queue target,
+        the window holds a frame, the round trip and the queue target."""
+        if not st.rate:
+            return
+        cs = self.info.chunk_size
+        rtt = st.rtt or 0.0
+        st.frame_chunks = max(
+            1, min(self.max_frame_chunks, int(st.rate * self.queue_target / 2) // cs)
+        )
+        frame = st.frame_chunks * cs
+        window = frame + st.rate * (rtt + self.queue_target)
+        if st.rate * rtt > GAP_SHARE * frame:
+            window = max(window, 2 * frame)  # long round trip: keep the next frame coming
+        st.window = int(min(self.max_window, max(frame, window)))
 
     def accepts(self, source: S, index: int, serial: int | None = None) -> bool:
         """Whether an answer from this source for the frame at `index` is still awaited."""
@@ -304,7 +420,6 @@ class ChunkScheduler(Generic[S]):
         bad: Iterable[int] = (),
         *,
         now: float,
-        rtt: float | None = None,
         reason: str = "hash mismatch",
         serial: int | None = None,
     ) -> list[int]:
@@ -314,6 +429,8 @@ class ChunkScheduler(Generic[S]):
         st = self.sources[source]
         o = self._current(source, index, serial)
         if o is not None:
+            if not o.arrived:
+                self.on_arrival(source, index, serial, now=now)
             del st.outstanding[index]
             if not bad:  # end-game: another source's copy of these chunks is not needed now
                 for other in self.sources.values():
@@ -337,27 +454,12 @@ class ChunkScheduler(Generic[S]):
             self._requeue(i for i in owed if i not in self.done_chunks)
             return new
         st.failures = 0
-        if o is not None and rtt is not None:
-            self._adapt(st, o, rtt)
         return new
-
-    def _adapt(self, st: SourceState, o: Outstanding, rtt: float) -> None:
-        if o.count < self.frame_chunks or rtt <= 0:
-            return  # a short frame says little about the link
-        if st.min_rtt is None or rtt < st.min_rtt:
-            st.min_rtt = rtt
-        # Bytes queued somewhere on the path: what the window would carry at the least reply
-        # time, minus what it carries now (TCP Vegas's diff, in bytes).
-        queued = st.window * (1 - st.min_rtt / rtt)
-        if queued < self.frame_bytes:
-            st.window = min(self.max_window, st.window + self.frame_bytes)
-        elif queued > 3 * self.frame_bytes:
-            st.window = max(self.min_window, st.window - self.frame_bytes)
 
     def on_failure(
         self, source: S, index: int, reason: str, now: float, serial: int | None = None
     ) -> None:
-        """A request timed out, the source answered with an error, or it went away: its frames
+        """A request was late, the source answered with an error, or it went away: its frames
         go back in the queue and it sits out a while (longer each time in a row); after
         `max_failures` in a row it is dropped."""
         st = self.sources[source]
@@ -365,7 +467,7 @@ class ChunkScheduler(Generic[S]):
             return  # already given up on, or answered by another source
         self._release(st)
         st.failures += 1
-        st.window = max(self.min_window, st.window // 2)
+        self._slow_down(st)
         if st.failures >= self.max_failures:
             st.excluded = f"{reason} ({st.failures} times in a row)"
         else:
@@ -373,13 +475,23 @@ class ChunkScheduler(Generic[S]):
 
     def on_busy(self, source: S, index: int, now: float, serial: int | None = None) -> None:
         """The source said it is serving as much as it can: not a failure, but a sign to ask
-        less of it. Its frames go back in the queue, its window halves, and it pauses briefly."""
+        less of it. Its frames go back in the queue, it is asked at half its rate, and it
+        pauses briefly."""
         st = self.sources[source]
         if self._current(source, index, serial) is None:
             return
         self._release(st)
-        st.window = max(self.min_window, st.window // 2)
+        self._slow_down(st)
         st.retry_at = now + self.retry_after / 4
+
+    def _slow_down(self, st: SourceState) -> None:
+        """Start again from half the rate (or half the window, with no rate yet)."""
+        st.rate_samples.clear()
+        if st.rate:
+            st.rate /= 2
+            self._fit(st)
+        else:
+            st.window = max(st.frame_chunks * self.info.chunk_size, st.window // 2)
 
     def exclude(self, source: S, reason: str) -> None:
         st = self.sources[source]
@@ -388,9 +500,11 @@ class ChunkScheduler(Generic[S]):
         self._release(st)
 
     def _release(self, st: SourceState) -> None:
-        for o in st.outstanding.values():
-            self._requeue(range(o.index, o.index + o.count))
-        st.outstanding.clear()
+        """Give up on what the source still owes. Frames that arrived are ours to finish."""
+        for index, o in list(st.outstanding.items()):
+            if not o.arrived:
+                self._requeue(range(o.index, o.index + o.count))
+                del st.outstanding[index]
 
     def _requeue(self, chunks: Iterable[int]) -> None:
         todo = sorted(set(self._requeued) | {i for i in chunks if i not in self.done_chunks})
@@ -404,7 +518,9 @@ class ChunkScheduler(Generic[S]):
     @property
     def stuck(self) -> bool:
         """No source left to ask and chunks still missing: the download has failed."""
-        return not self.complete and all(st.excluded for st in self.sources.values())
+        return not self.complete and all(
+            st.excluded and not st.outstanding for st in self.sources.values()
+        )
 
     @property
     def active_sources(self) -> int:
