@@ -35,6 +35,19 @@ def _isolate_network() -> str:
 NETWORK = _isolate_network()
 
 
+CHECKOUT = Path(__file__).resolve().parent.parent
+
+
+def _run_this_tree() -> None:
+    """Every zwalk process a test starts (`python -m zwalk`, in a lab host too) imports the
+    package from this checkout, not an installed copy that may be older."""
+    paths = [str(CHECKOUT), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+
+
+_run_this_tree()
+
+
 def _isolate_user_dirs() -> None:
     """zwalk commands run by tests must never find the developer's own node or config."""
     import tempfile

@@ -276,9 +276,17 @@ def test_demo_ends_with_a_verified_download(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []  # the demo leaves nothing behind
 
 
-def test_python_dash_m_and_version(tmp_path: Path) -> None:
+def test_tests_and_the_commands_they_start_run_this_checkout(tmp_path: Path) -> None:
+    """In-process imports and every `python -m zwalk` a test starts load the package under
+    test, wherever they run: never an installed copy that may be older."""
+    import zwalk
+
+    checkout = Path(__file__).resolve().parent.parent / "zwalk"
+    assert Path(zwalk.__file__).resolve().parent == checkout
     r = run_zwalk("--version", cwd=tmp_path, timeout=30)
-    assert r.returncode == 0 and "version" in r.stdout
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("zwalk ") and f"({checkout})" in r.stdout, r.stdout
+    assert "pyzmq" in r.stdout and "libzmq" in r.stdout and "zeroconf" in r.stdout
 
 
 async def test_forged_hello_and_wrong_control_token_are_refused(

@@ -125,8 +125,32 @@ class ZwalkGroup(click.Group):
             ctx.exit(EXIT_USAGE)
 
 
+def _version(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    import zeroconf
+    import zmq
+
+    import zwalk
+
+    where = Path(zwalk.__file__).resolve().parent
+    click.echo(
+        f"zwalk {zwalk.__version__} ({where}), pyzmq {zmq.pyzmq_version()} "
+        f"(libzmq {zmq.zmq_version()}), zeroconf {zeroconf.__version__}, "
+        f"Python {sys.version.split()[0]}"
+    )
+    ctx.exit()
+
+
 @click.group(cls=ZwalkGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="zwalk")
+@click.option(
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_version,
+    help="Show the versions of zwalk, pyzmq, libzmq and zeroconf, and exit.",
+)
 @global_options
 def cli() -> None:
     """Find and fetch files that live somewhere on your LAN."""
