@@ -1,10 +1,11 @@
 # Settings: built-in defaults, then an INI file, then command-line flags, each overriding the last.
-# config.example.ini documents every key read here; keep the two in step.
+# config.example.ini documents every key read here (KEYS below); keep the two in step.
 from __future__ import annotations
 
 import configparser
 import ipaddress
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -37,12 +38,15 @@ class Endpoint:
 
 
 def parse_endpoint(text: str) -> Endpoint:
+    """HOST:PORT, or HOST alone for the default port."""
     text = text.strip()
     host, sep, port_s = text.rpartition(":")
-    if not sep or not host or not port_s.isdigit() or not 0 < int(port_s) < 65536:
-        raise ConfigError(f"not a HOST:PORT peer address: {text!r}")
-    if ":" in host:
-        raise ConfigError(f"IPv6 peers are not supported yet: {text!r}")
+    if not sep:
+        host, port_s = text, str(DEFAULT_PORT)
+    if host.count(":") or (sep and not host):
+        raise ConfigError(f"not a HOST or HOST:PORT peer address: {text!r}")
+    if not port_s.isdigit() or not 0 < int(port_s) < 65536:
+        raise ConfigError(f"not a port (1..65535) in the peer address {text!r}")
     labels = host.split(".")
     if len(host.encode()) > 253 or not all(
         label and label[0].isalnum() and all(c.isalnum() or c in "-_" for c in label)
@@ -103,11 +107,6 @@ def default_config_path() -> Path:
     return platformdirs.user_config_path(APP) / "config.ini"
 
 
-def _positive(section: str, key: str, value: float, minimum: float = 0.0) -> None:
-    if not value > minimum:
-        raise ConfigError(f"[{section}] {key} must be greater than {minimum:g}, got {value:g}")
-
-
 def check_interface(value: str) -> str:
     """An IPv4 address or an interface name; names are resolved when the node binds."""
     value = value.strip()
@@ -122,6 +121,126 @@ def check_interface(value: str) -> str:
     return value
 
 
+# --- the keys of the file -------------------------------------------------------------------
+# Each parser turns the text of a value into what Config holds, or raises ValueError saying
+# what it accepts; the error then names the file, the section and the key.
+Parse = Callable[[str, Path], Any]
+
+
+def _integer(lo: int, hi: int) -> Parse:
+    def parse(text: str, base: Path) -> int:
+        try:
+            value = int(text.replace("_", ""))
+        except ValueError:
+            raise ValueError(f"want a whole number from {lo} to {hi}") from None
+        if not lo <= value <= hi:
+            raise ValueError(f"want a whole number from {lo} to {hi}")
+        return value
+
+    return parse
+
+
+def _seconds(text: str, base: Path) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError("want a number of seconds greater than 0") from None
+    if not 0 < value < 1e9:
+        raise ValueError("want a number of seconds greater than 0")
+    return value
+
+
+def _power_of_two(lo: int, hi: int) -> Parse:
+    def parse(text: str, base: Path) -> int:
+        try:
+            value: int = _integer(lo, hi)(text, base)
+        except ValueError:
+            value = 3  # not a power of two either
+        if value & (value - 1):
+            raise ValueError(f"want a power of two from {lo} to {hi} (bytes)")
+        return value
+
+    return parse
+
+
+def _name(text: str, base: Path) -> str:
+    if not text or len(text.encode()) > p.MAX_TEXT_BYTES:
+        raise ValueError("want a name of 1 to 1024 bytes")
+    return text
+
+
+def _strategy(text: str, base: Path) -> str:
+    if text not in ("kwalk", "flood", "probe"):
+        raise ValueError("want kwalk, flood or probe")
+    return text
+
+
+def _list(value: str) -> list[str]:
+    return [x.strip() for x in value.replace("\n", ",").split(",") if x.strip()]
+
+
+def _interfaces(text: str, base: Path) -> tuple[str, ...]:
+    try:
+        return tuple(check_interface(x) for x in _list(text))
+    except ConfigError as e:
+        raise ValueError(f"{e}; want IPv4 addresses or interface names, comma-separated") from None
+
+
+def _peers(text: str, base: Path) -> tuple[Endpoint, ...]:
+    try:
+        return tuple(parse_endpoint(x) for x in _list(text))
+    except ConfigError as e:
+        raise ValueError(f"{e}; want HOST:PORT (or HOST) entries, comma-separated") from None
+
+
+def _dir_from_file(text: str, base: Path) -> Path | None:
+    """A folder; relative to the config file's folder. Empty: the default."""
+    return base / Path(text).expanduser() if text else None
+
+
+def _dirs_from_file(text: str, base: Path) -> tuple[Path, ...]:
+    return tuple(base / Path(x).expanduser() for x in _list(text))
+
+
+def _dir_from_cwd(text: str, base: Path) -> Path | None:
+    """A folder; relative to where zwalk runs. Empty: the default."""
+    return Path(text).expanduser() if text else None
+
+
+MAX_PAYLOAD = p.MAX_PAYLOAD
+GIB = 1 << 30
+
+# (section, key) -> (Config field, parser)
+KEYS: dict[tuple[str, str], tuple[str, Parse]] = {
+    ("node", "name"): ("name", _name),
+    ("node", "port"): ("port", _integer(0, 65535)),
+    ("node", "data_dir"): ("data_dir", _dir_from_file),
+    ("node", "interfaces"): ("interfaces", _interfaces),
+    ("node", "ping_interval"): ("ping_interval", _seconds),
+    ("node", "ping_timeout"): ("ping_timeout", _seconds),
+    ("node", "max_missed_pings"): ("max_missed_pings", _integer(1, 100)),
+    ("node", "discovery_wait"): ("discovery_wait", _seconds),
+    ("share", "paths"): ("shares", _dirs_from_file),
+    ("share", "chunk_size"): ("chunk_size", _power_of_two(p.MIN_CHUNK_SIZE, p.MAX_CHUNK_SIZE)),
+    ("share", "rescan_interval"): ("rescan_interval", _seconds),
+    ("share", "downloads"): ("downloads", _dir_from_cwd),
+    ("peers", "static"): ("peers", _peers),
+    ("find", "timeout"): ("find_timeout", _seconds),
+    ("find", "reply_timeout"): ("reply_timeout", _seconds),
+    ("find", "strategy"): ("strategy", _strategy),
+    ("find", "walkers"): ("walkers", _integer(1, p.MAX_WALKERS // 2)),
+    ("find", "initial_walkers"): ("initial_walkers", _integer(1, p.MAX_WALKERS // 2)),
+    ("find", "ttl"): ("ttl", _integer(0, p.MAX_TTL)),
+    ("find", "check_every"): ("check_every", _integer(0, p.MAX_TTL)),
+    ("transfer", "frame_size"): ("frame_size", _integer(p.MIN_CHUNK_SIZE, MAX_PAYLOAD)),
+    ("transfer", "window"): ("window", _integer(p.MIN_CHUNK_SIZE, GIB)),
+    ("transfer", "max_window"): ("max_window", _integer(p.MIN_CHUNK_SIZE, GIB)),
+    ("transfer", "queue_target"): ("queue_target", _seconds),
+    ("transfer", "stall_grace"): ("stall_grace", _seconds),
+}
+SECTIONS = sorted({section for section, _ in KEYS})
+
+
 def load(path: Path | None, *, required: bool = False) -> Config:
     """Read an INI file over the defaults. A missing file is fine unless it was asked for."""
     cfg = Config()
@@ -134,140 +253,57 @@ def load(path: Path | None, *, required: bool = False) -> Config:
     parser = configparser.ConfigParser(interpolation=None)
     try:
         parser.read(path, encoding="utf-8")
-    except (configparser.Error, UnicodeDecodeError, OSError) as e:
-        raise ConfigError(f"cannot read config file {path}: {e}") from None
-    known = {
-        "node": {
-            "name",
-            "port",
-            "data_dir",
-            "interfaces",
-            "ping_interval",
-            "ping_timeout",
-            "max_missed_pings",
-            "discovery_wait",
-        },
-        "share": {"paths", "chunk_size", "rescan_interval", "downloads"},
-        "peers": {"static"},
-        "find": {
-            "timeout",
-            "reply_timeout",
-            "strategy",
-            "walkers",
-            "initial_walkers",
-            "ttl",
-            "check_every",
-        },
-        "transfer": {"frame_size", "window", "max_window", "queue_target", "stall_grace"},
-    }
+    except configparser.MissingSectionHeaderError as e:
+        raise ConfigError(
+            f"{path}, line {e.lineno}: {e.line.strip()!r} comes before any [section]; keys go "
+            f"under one of {', '.join(f'[{x}]' for x in SECTIONS)} (see config.example.ini)"
+        ) from None
+    except configparser.ParsingError as e:
+        lines = ", ".join(str(n) for n, _ in e.errors)
+        raise ConfigError(f"{path}, line {lines}: not a 'key = value' line") from None
+    except configparser.DuplicateOptionError as e:
+        raise ConfigError(
+            f"{path}, line {e.lineno}: [{e.section}] {e.option} is set twice"
+        ) from None
+    except configparser.DuplicateSectionError as e:
+        raise ConfigError(f"{path}, line {e.lineno}: [{e.section}] appears twice") from None
+    except configparser.Error as e:
+        raise ConfigError(f"{path}: {e.message}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path}: {e.strerror or e}") from None
+    changes: dict[str, Any] = {}
     for section in parser.sections():
-        if section not in known:
-            raise ConfigError(f"{path}: unknown section [{section}]")
-        for key in parser[section]:
-            if key not in known[section]:
-                raise ConfigError(f"{path}: unknown key {key!r} in [{section}]")
+        if section not in SECTIONS:
+            raise ConfigError(
+                f"{path}: unknown section [{section}] (known: "
+                f"{', '.join(f'[{x}]' for x in SECTIONS)})"
+            )
+        for key, text in parser[section].items():
+            entry = KEYS.get((section, key))
+            if entry is None:
+                known = ", ".join(k for s, k in KEYS if s == section)
+                raise ConfigError(f"{path}: unknown key {key!r} in [{section}] (known: {known})")
+            name, parse = entry
+            try:
+                value = parse(text.strip(), path.parent)
+            except ValueError as e:
+                raise ConfigError(f"{path}: [{section}] {key} = {text.strip()!r}: {e}") from None
+            if value is not None:
+                changes[name] = value
+    out = replace(cfg, **changes)
     try:
-        return _apply(parser, cfg, path)
-    except ValueError as e:
+        validate(out)
+    except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
-
-
-def _list(value: str) -> list[str]:
-    return [x.strip() for x in value.replace("\n", ",").split(",") if x.strip()]
-
-
-def _apply(parser: configparser.ConfigParser, cfg: Config, path: Path) -> Config:
-    base = path.parent
-    ch: dict[str, Any] = {}
-    if parser.has_section("node"):
-        s = parser["node"]
-        if "name" in s:
-            ch["name"] = s["name"].strip()
-        if "port" in s:
-            ch["port"] = s.getint("port")
-        if "data_dir" in s and s["data_dir"].strip():
-            ch["data_dir"] = base / Path(s["data_dir"].strip()).expanduser()
-        if "interfaces" in s:
-            ch["interfaces"] = tuple(check_interface(x) for x in _list(s["interfaces"]))
-        for key in ("ping_interval", "ping_timeout", "discovery_wait"):
-            if key in s:
-                ch[key] = s.getfloat(key)
-        if "max_missed_pings" in s:
-            ch["max_missed_pings"] = s.getint("max_missed_pings")
-    if parser.has_section("share"):
-        s = parser["share"]
-        if "paths" in s:
-            ch["shares"] = tuple(base / Path(x).expanduser() for x in _list(s["paths"]))
-        if "chunk_size" in s:
-            ch["chunk_size"] = s.getint("chunk_size")
-        if "rescan_interval" in s:
-            ch["rescan_interval"] = s.getfloat("rescan_interval")
-        if "downloads" in s:
-            ch["downloads"] = Path(s["downloads"].strip()).expanduser()
-    if parser.has_section("peers") and "static" in parser["peers"]:
-        ch["peers"] = tuple(parse_endpoint(x) for x in _list(parser["peers"]["static"]))
-    if parser.has_section("find"):
-        s = parser["find"]
-        if "timeout" in s:
-            ch["find_timeout"] = s.getfloat("timeout")
-        if "reply_timeout" in s:
-            ch["reply_timeout"] = s.getfloat("reply_timeout")
-        if "strategy" in s:
-            ch["strategy"] = s["strategy"].strip()
-        for key in ("walkers", "initial_walkers", "ttl", "check_every"):
-            if key in s:
-                ch[key] = s.getint(key)
-    if parser.has_section("transfer"):
-        s = parser["transfer"]
-        for key in ("frame_size", "window", "max_window"):
-            if key in s:
-                ch[key] = s.getint(key)
-        for key in ("queue_target", "stall_grace"):
-            if key in s:
-                ch[key] = s.getfloat(key)
-    out = replace(cfg, **ch)
-    validate(out)
     return out
 
 
 def validate(cfg: Config) -> None:
-    if not 0 <= cfg.port < 65536:
-        raise ConfigError(f"port must be 0..65535, got {cfg.port}")
-    cs = cfg.chunk_size
-    if not p.MIN_CHUNK_SIZE <= cs <= p.MAX_CHUNK_SIZE or cs & (cs - 1):
+    """Rules between keys (each key's own range is checked where it is read)."""
+    if not cfg.window <= cfg.max_window or not cfg.frame_size <= cfg.max_window:
         raise ConfigError(
-            f"chunk_size must be a power of two between {p.MIN_CHUNK_SIZE} and "
-            f"{p.MAX_CHUNK_SIZE}, got {cs}"
-        )
-    if not cfg.name or len(cfg.name.encode()) > p.MAX_TEXT_BYTES:
-        raise ConfigError("name must be 1 to 1024 bytes")
-    _positive("find", "timeout", cfg.find_timeout)
-    _positive("find", "reply_timeout", cfg.reply_timeout)
-    _positive("transfer", "queue_target", cfg.queue_target)
-    _positive("transfer", "stall_grace", cfg.stall_grace)
-    _positive("share", "rescan_interval", cfg.rescan_interval)
-    _positive("node", "ping_interval", cfg.ping_interval)
-    _positive("node", "ping_timeout", cfg.ping_timeout)
-    _positive("node", "discovery_wait", cfg.discovery_wait)
-    if not 1 <= cfg.max_missed_pings <= 100:
-        raise ConfigError(f"[node] max_missed_pings must be 1..100, got {cfg.max_missed_pings}")
-    if cfg.strategy not in ("kwalk", "flood", "probe"):
-        raise ConfigError(f"[find] strategy must be kwalk, flood or probe, got {cfg.strategy!r}")
-    most = p.MAX_WALKERS // 2
-    if not 1 <= cfg.walkers <= most or not 1 <= cfg.initial_walkers <= most:
-        raise ConfigError(f"[find] walkers and initial_walkers must be 1..{most}")
-    if not 0 <= cfg.ttl <= p.MAX_TTL or not 0 <= cfg.check_every <= p.MAX_TTL:
-        raise ConfigError(f"[find] ttl and check_every must be 0..{p.MAX_TTL}")
-    if not p.MIN_CHUNK_SIZE <= cfg.frame_size <= p.MAX_PAYLOAD:
-        raise ConfigError(
-            f"[transfer] frame_size must be {p.MIN_CHUNK_SIZE}..{p.MAX_PAYLOAD}, "
-            f"got {cfg.frame_size}"
-        )
-    if not (
-        p.MIN_CHUNK_SIZE <= cfg.window <= cfg.max_window <= 1024 * 1024 * 1024
-        and cfg.frame_size <= cfg.max_window
-    ):
-        raise ConfigError(
-            "[transfer] want window and frame_size <= max_window <= 1 GiB, got "
+            "[transfer] want window and frame_size no larger than max_window, got "
             f"window {cfg.window}, frame_size {cfg.frame_size}, max_window {cfg.max_window}"
         )
