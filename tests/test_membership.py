@@ -55,8 +55,10 @@ def test_quiet_peer_is_pinged_and_dropped_after_missed_pings() -> None:
     assert t.tick(2.02) == [Ping(EA)]  # first missed, pinged again
     assert t.tick(3.03) == [Ping(EA)]
     out = t.tick(4.04)
-    assert out == [Disconnect(EA, "missed 3 pings")]
+    assert out == [Disconnect(EA, "stopped answering (3 pings missed)")]
     assert t.alive() == []
+    [lost] = t.lost.values()  # remembered, with why, for commands to report
+    assert (lost.endpoint, lost.node, lost.reason) == (EA, A, "stopped answering (3 pings missed)")
 
 
 def test_any_traffic_counts_as_alive() -> None:
@@ -92,9 +94,33 @@ def test_unanswered_hello_is_dropped_and_static_peers_are_retried() -> None:
     t = table()
     assert t.add_static([EA], 0) == [Connect(EA)]
     assert t.tick(2.9) == []
-    assert t.tick(3.0) == [Disconnect(EA, "no hello answer within 3s")]
+    assert t.tick(3.0) == [Disconnect(EA, "no answer to hello within 3 s")]
+    assert t.lost[EA].learned == {Source.STATIC: ""}
     assert t.tick(7.9) == []
     assert t.tick(8.0) == [Connect(EA)]
+    t.on_hello(EA, node=A, name="a", incarnation=INC1, files=0, version=1, now=8.1)
+    assert EA not in t.lost  # it answers now
+
+
+def test_a_named_peer_is_met_at_once_and_not_retried_after_it_fails() -> None:
+    t = table()
+    assert t.add_named([EA], 0) == [Connect(EA)]
+    assert t.on_unreachable(EA, "connection refused", 0.1) == [Disconnect(EA, "connection refused")]
+    assert t.lost[EA].reason == "connection refused" and t.lost[EA].learned == {Source.NAMED: ""}
+    assert t.tick(10) == []  # not static: no retry
+    assert t.add_named([EA], 0.2) == [Connect(EA)]  # named again: tried again, at once
+
+
+def test_leaving_is_not_a_failure_and_the_lost_list_is_bounded() -> None:
+    t = table()
+    meet(t, A, EA, 0)
+    t.on_bye(A, 1)
+    assert t.lost == {}
+    for port in range(1, 200):
+        ep = Endpoint("10.0.0.3", port)
+        t.add_named([ep], 2)
+        t.on_unreachable(ep, "refused", 2)
+    assert len(t.lost) == 64 and list(t.lost)[-1] == Endpoint("10.0.0.3", 199)
 
 
 def test_restart_on_a_new_port_is_one_peer_not_two() -> None:

@@ -16,6 +16,20 @@ def test_parse_picks_the_kind() -> None:
     assert q.kind is QueryKind.CID and q.pattern == CID
 
 
+def test_the_bare_hex_b3sum_prints_is_a_content_id() -> None:
+    q = parse_query("AB" * 32)
+    assert q.kind is QueryKind.CID and q.pattern == CID
+    assert parse_query("ab" * 31).kind is QueryKind.NAME  # 62 digits: a name like any other
+
+
+def test_names_match_whatever_unicode_form_they_are_spelled_in() -> None:
+    nfc, nfd = "caf\u00e9.txt", "cafe\u0301.txt"  # é as one code point, and as e + accent
+    other = bytes(32)
+    assert parse_query(nfd).matches(nfc, other) and parse_query(nfc).matches(nfd, other)
+    assert parse_query("caf\u00e9*").matches(nfd, other)
+    assert parse_query("CAFE\u0301.TXT", icase=True).matches(nfc, other)
+
+
 @pytest.mark.parametrize("bad", ["", "   ", "dir/file", "b3:nothex", "a\\b"])
 def test_parse_rejects(bad: str) -> None:
     with pytest.raises(ValueError):

@@ -257,3 +257,23 @@ def test_a_walker_stuck_at_a_dead_end_is_replaced_but_not_forever() -> None:
     f = walker_ttl.start(0)[0]
     spent = Walk(QID, Strategy.KWALK, f.walk.walker, 0, 64, ("s", "a"), 4)
     assert walker_ttl.on_end(spent, "a", EndReason.TTL, 1.0) == []  # its budget is spent
+
+
+def test_a_search_for_every_hit_ends_a_while_after_the_first_even_with_walkers_out() -> None:
+    """Walkers lost at a dead peer never end; a search that wants every version of a name
+    must not wait for them until its deadline."""
+    s = kwalk(nbrs=("a", "b", "c", "d"), walkers=2, want=p.MAX_HITS)
+    s.linger = 1.0
+    first = s.start(0)
+    s.on_hits(first[0].walk, first[0].to, [hit(CID_A)], 0.2)
+    assert not s.done(1.1) and s.active  # walkers still out, and 1 s has not passed
+    assert s.done(1.2) and s.ended_at == 1.2
+    slow = kwalk(nbrs=("a", "b"), want=p.MAX_HITS)
+    slow.linger = 1.0
+    w = slow.start(0)[0]
+    slow.on_hits(w.walk, w.to, [hit(CID_A)], 2.0)  # the first hit took 2 s: wait 2 s more
+    assert not slow.done(3.9) and slow.done(4.0)
+    plain = kwalk(nbrs=("a", "b"), want=p.MAX_HITS)  # no linger: the deadline, or coverage
+    w = plain.start(0)[0]
+    plain.on_hits(w.walk, w.to, [hit(CID_A)], 0.2)
+    assert not plain.done(5.0)

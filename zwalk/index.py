@@ -47,7 +47,8 @@ class FileEntry:
         )
 
     def hit(self) -> p.Hit:
-        return p.Hit(name=self.name, path=self.rel, size=self.size, cid=self.cid)
+        mtime_ms = min(p.MAX_TIME_MS, max(0, self.mtime_ns // 1_000_000))
+        return p.Hit(name=self.name, path=self.rel, size=self.size, cid=self.cid, mtime_ms=mtime_ms)
 
 
 @dataclass(slots=True)
@@ -68,6 +69,10 @@ class Index:
 
     def by_cid(self, cid: bytes) -> FileEntry | None:
         return self._by_cid.get(cid)
+
+    def without(self, cid: bytes) -> Index:
+        """The same index without the files of one content id."""
+        return Index(entries=[e for e in self.entries if e.cid != cid], skipped=self.skipped)
 
     def search(self, query: Query, limit: int = p.MAX_HITS) -> list[FileEntry]:
         if query.kind is p.QueryKind.CID:  # a content id is a key, not a scan

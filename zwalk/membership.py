@@ -1,18 +1,22 @@
 # The membership table, sans-IO: who is out there, how we learned of them, and who is still alive.
 #
 # Fed by discovery (mDNS add/remove), static peers, peers that other peers tell us about (gossip),
-# peers that say hello to us (inbound), and by every message we receive. Time is passed in.
+# peers that say hello to us (inbound), peers a local command names (named), and by every
+# message we receive. Time is passed in. Peers that could not be reached, or stopped answering,
+# are remembered for a while with the reason, so that commands can say why a peer is missing.
 # mDNS keeps a crashed peer's records for a long time, so liveness is our own: a peer quiet for
 # `ping_after` seconds is pinged, and one that misses `max_missed` pings in a row is dropped.
 from __future__ import annotations
 
 import enum
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from zwalk.config import Endpoint
 
 MAX_DETAIL = 200  # characters of "how we learned" detail kept per source
+MAX_LOST = 64  # peers remembered as unreachable or lost
 
 
 class Source(enum.StrEnum):
@@ -20,6 +24,7 @@ class Source(enum.StrEnum):
     STATIC = "static"
     GOSSIP = "gossip"
     INBOUND = "inbound"
+    NAMED = "named"  # by a local command (--peer): tried now, not again once it fails
 
 
 class State(enum.StrEnum):
@@ -48,6 +53,18 @@ class Member:
     @property
     def key(self) -> bytes | Endpoint:
         return self.node if self.node is not None else self.endpoint
+
+
+@dataclass(frozen=True, slots=True)
+class Lost:
+    """A peer that could not be reached, or stopped answering: the row as it was, and why."""
+
+    endpoint: Endpoint
+    node: bytes | None
+    name: str
+    learned: dict[Source, str]
+    reason: str
+    at: float
 
 
 # --- what the shell should do ------------------------------------------------------------------
@@ -101,6 +118,7 @@ class Membership:
         self.static: set[Endpoint] = set()
         self._failed: dict[Endpoint, float] = {}  # endpoint -> when it last failed (no retry storm)
         self._self_endpoints: set[Endpoint] = set()
+        self.lost: OrderedDict[Endpoint, Lost] = OrderedDict()  # the latest last
 
     # --- queries ----------------------------------------------------------------------------
     def alive(self) -> list[Member]:
@@ -118,6 +136,16 @@ class Membership:
         for ep in endpoints:
             self.static.add(ep)
             out += self._learn(ep, Source.STATIC, "", now, node=None)
+        return out
+
+    def add_named(self, endpoints: Iterable[Endpoint], now: float) -> list[Action]:
+        """Peers a local command names: met now (even if one failed a moment ago), kept
+        while they answer, not tried again once they fail."""
+        out: list[Action] = []
+        for ep in endpoints:
+            if ep not in self.by_endpoint:
+                self._failed.pop(ep, None)
+            out += self._learn(ep, Source.NAMED, "", now, node=None)
         return out
 
     def on_discovered(
@@ -223,6 +251,7 @@ class Membership:
         m.missed = 0
         m.last_seen = m.answered = now
         self._failed.pop(endpoint, None)
+        self.lost.pop(endpoint, None)
         return out
 
     def on_traffic(self, node: bytes, now: float) -> None:
@@ -259,7 +288,7 @@ class Membership:
     def on_unreachable(self, endpoint: Endpoint, why: str, now: float) -> list[Action]:
         """The hello failed, or a send found the peer's queue full."""
         m = self.by_endpoint.get(endpoint)
-        return self._drop(m, why, now) if m is not None else []
+        return self._drop(m, why, now, failed=True) if m is not None else []
 
     # --- the clock --------------------------------------------------------------------------
     def tick(self, now: float) -> list[Action]:
@@ -267,13 +296,14 @@ class Membership:
         for m in list(self.by_endpoint.values()):
             if m.state is State.CONNECTING:
                 if m.hello_sent is not None and now - m.hello_sent >= self.hello_timeout:
-                    out += self._drop(m, f"no hello answer within {self.hello_timeout:g}s", now)
+                    why = f"no answer to hello within {self.hello_timeout:g} s"
+                    out += self._drop(m, why, now, failed=True)
                 continue
             if m.ping_sent is not None and now - m.ping_sent >= self.ping_timeout:
                 m.missed += 1
                 m.ping_sent = None
                 if m.missed >= self.max_missed:
-                    out += self._drop(m, f"missed {m.missed} pings", now)
+                    out += self._drop(m, f"stopped answering ({m.missed} pings missed)", now, True)
                     continue
             # Ping the quiet, and now and then the busy too: a pong refreshes files and RTT.
             stale = now - m.answered >= self.refresh_after
@@ -303,9 +333,14 @@ class Membership:
         return max(now, min(times))
 
     # --- helpers ----------------------------------------------------------------------------
-    def _drop(self, m: Member, reason: str, now: float) -> list[Action]:
+    def _drop(self, m: Member, reason: str, now: float, failed: bool = False) -> list[Action]:
         self.by_endpoint.pop(m.endpoint, None)
         self._failed[m.endpoint] = now
+        if failed:
+            self.lost[m.endpoint] = Lost(m.endpoint, m.node, m.name, dict(m.learned), reason, now)
+            self.lost.move_to_end(m.endpoint)
+            while len(self.lost) > MAX_LOST:
+                self.lost.popitem(last=False)
         return [Disconnect(m.endpoint, reason)]
 
     @staticmethod

@@ -42,6 +42,7 @@ MAX_TRACE = 4096  # hops reported in one find-ok
 MAX_MEMBERS = 1024  # rows in one status-ok (a full one stays far below MAX_HEADER)
 MAX_HOST_BYTES = 253  # a DNS name at most
 MAX_DETAIL_BYTES = 800  # how a peer was learned (interface, via whom)
+MAX_TIME_MS = 2**53  # Unix times in ms
 INC_BYTES = 8  # incarnation: random per process run, so a restart is told from a reconnect
 TOKEN_BYTES = 16
 BROADCAST = "255.255.255.255"
@@ -174,6 +175,9 @@ class Message:
 
     TYPE: ClassVar[str] = ""
     SCHEMA: ClassVar[dict[str, Check]] = {}
+    # Keys added to version 1 after its first draft: a message without one gets this value
+    # (section 3 of docs/PROTOCOL.md); every other key is required.
+    DEFAULTS: ClassVar[dict[str, Any]] = {}
 
     req: int
 
@@ -209,6 +213,7 @@ class Struct:
     """A record nested inside a message (a hit, a peer reference), validated like one."""
 
     SCHEMA: ClassVar[dict[str, Check]] = {}
+    DEFAULTS: ClassVar[dict[str, Any]] = {}  # as for messages
 
     def __post_init__(self) -> None:
         for name, check in self.SCHEMA.items():
@@ -218,7 +223,7 @@ class Struct:
     def from_wire(cls, v: Any) -> Self:
         if type(v) is not dict:
             raise _fail(f"{cls.__name__.lower()} must be a map")
-        return cls(**_checked_fields(cls.SCHEMA, v))
+        return cls(**_checked_fields(cls.SCHEMA, v, cls.DEFAULTS))
 
 
 def struct_list(cls: type[Struct], max_items: int) -> Check:
@@ -228,6 +233,17 @@ def struct_list(cls: type[Struct], max_items: int) -> Check:
         if len(v) > max_items:
             raise _fail(f"more than {max_items} items")
         return tuple(x if isinstance(x, cls) else cls.from_wire(x) for x in v)
+
+    return check
+
+
+def text_list(max_bytes: int, max_items: int) -> Check:
+    def check(v: Any) -> tuple[str, ...]:
+        if type(v) not in (list, tuple):
+            raise _fail("expected an array of text strings")
+        if len(v) > max_items:
+            raise _fail(f"more than {max_items} items")
+        return tuple(text(max_bytes)(x) for x in v)
 
     return check
 
@@ -260,11 +276,14 @@ class Hit(Struct):
         "path": rel_path,
         "size": uint(MAX_FILE_SIZE),
         "cid": blob(exact=HASH_BYTES),
+        "mtime_ms": uint(MAX_TIME_MS),
     }
+    DEFAULTS = {"mtime_ms": 0}
     name: str
     path: str
     size: int
     cid: bytes
+    mtime_ms: int = 0  # last modified, Unix time in ms (0: unknown)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -631,12 +650,52 @@ class WalkEnd(Message):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Address(Struct):
+    """A peer endpoint a local user named (an IPv4 address or a host name, and a port)."""
+
+    SCHEMA = {"host": text(MAX_HOST_BYTES, min_chars=1), "port": uint(65535, minimum=1)}
+    host: str
+    port: int
+
+
+MAX_NAMED = 64  # peers a control request may name
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Status(Message):
-    """Local control only: a client run by the same user asks the running node for its state."""
+    """Local control only: a client run by the same user asks the running node for its state,
+    after the node has met the peers it names (if any)."""
 
     TYPE = "status"
-    SCHEMA = {"token": blob(exact=TOKEN_BYTES)}
+    SCHEMA = {"token": blob(exact=TOKEN_BYTES), "peers": struct_list(Address, MAX_NAMED)}
+    DEFAULTS = {"peers": ()}
     token: bytes
+    peers: tuple[Address, ...] = ()
+
+
+MAX_FAILURES = 64  # rows in one status-ok's `failed`
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Failure(Struct):
+    """A peer a node tried and could not reach, or lost: where, who, how it was learned, why."""
+
+    SCHEMA = {
+        "host": text(MAX_HOST_BYTES, min_chars=1),
+        "port": uint(65535),
+        "node": optional(blob(exact=ID_BYTES)),
+        "name": text(MAX_TEXT_BYTES),
+        "learned": struct_list(Learned, 4),
+        "reason": text(MAX_TEXT_BYTES),
+        "ago_ms": uint(2**53),
+    }
+    host: str
+    port: int
+    node: bytes | None
+    name: str
+    learned: tuple[Learned, ...]
+    reason: str
+    ago_ms: int
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -650,7 +709,9 @@ class StatusOk(Message):
         "bytes": uint(2**63 - 1),
         "members": struct_list(MemberInfo, MAX_MEMBERS),
         "sent": uint(2**63 - 1),
+        "failed": struct_list(Failure, MAX_FAILURES),
     }
+    DEFAULTS = {"failed": ()}
     node: bytes
     name: str
     endpoints: tuple[PeerRef, ...]
@@ -658,6 +719,7 @@ class StatusOk(Message):
     bytes: int
     members: tuple[MemberInfo, ...]
     sent: int = 0  # query messages this node sent: walk copies, check-backs, probe searches
+    failed: tuple[Failure, ...] = ()  # peers it could not reach or lost, latest first
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -683,11 +745,14 @@ class FoundFile(Struct):
         "size": uint(MAX_FILE_SIZE),
         "cid": blob(exact=HASH_BYTES),
         "holders": struct_list(Holder, MAX_GOSSIP),
+        "mtime_ms": uint(MAX_TIME_MS),
     }
+    DEFAULTS = {"mtime_ms": 0}
     name: str
     size: int
     cid: bytes
     holders: tuple[Holder, ...]
+    mtime_ms: int = 0  # the newest a holder reported
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -729,7 +794,10 @@ class Find(Message):
         "check_every": uint(MAX_TTL),
         "timeout_ms": uint(3_600_000, minimum=1),
         "want": uint(MAX_HITS, minimum=1),
+        "peers": struct_list(Address, MAX_NAMED),
+        "linger_ms": uint(3_600_000),
     }
+    DEFAULTS = {"peers": (), "linger_ms": 0}
     token: bytes
     kind: QueryKind
     pattern: str
@@ -741,10 +809,31 @@ class Find(Message):
     check_every: int
     timeout_ms: int
     want: int
+    peers: tuple[Address, ...] = ()  # named by the user: met first, and searched too
+    linger_ms: int = 0  # end this long after the first hit, whatever `want` (0: no such end)
 
     def validate(self) -> None:
         if self.kind is QueryKind.CID and not _is_cid_text(self.pattern):
             raise _fail("a cid query's pattern must be 'b3:' and 64 lowercase hex digits")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LocalHit(Struct):
+    """A file that matches a find and that the searching node shares itself."""
+
+    SCHEMA = {
+        "name": file_name,
+        "size": uint(MAX_FILE_SIZE),
+        "cid": blob(exact=HASH_BYTES),
+        "path": text(MAX_PATH_BYTES, min_chars=1),  # where it is on this host (absolute)
+    }
+    name: str
+    size: int
+    cid: bytes
+    path: str
+
+
+MAX_LOCAL_HITS = 100
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -759,7 +848,10 @@ class FindOk(Message):
         "known": uint(MAX_COUNT),
         "elapsed_us": uint(MAX_COUNT * 1000),
         "trace": struct_list(TraceHop, MAX_TRACE),
+        "errors": text_list(MAX_TEXT_BYTES, MAX_FAILURES),
+        "local": struct_list(LocalHit, MAX_LOCAL_HITS),
     }
+    DEFAULTS = {"errors": (), "local": ()}
     found: tuple[FoundFile, ...]
     messages: int
     hops: int
@@ -768,6 +860,8 @@ class FindOk(Message):
     known: int
     elapsed_us: int
     trace: tuple[TraceHop, ...]
+    errors: tuple[str, ...] = ()  # peers that could not be asked, and why
+    local: tuple[LocalHit, ...] = ()  # matches among the node's own shares
 
 
 MESSAGE_TYPES: dict[str, type[Message]] = {
@@ -908,7 +1002,7 @@ def _decode_body(body: dict[Any, Any], frames: Sequence[bytes | memoryview]) -> 
         raise ProtocolError(f"unknown message type {str(mtype)[:40]!r}")
     rest = {k: v for k, v in body.items() if k not in ("v", "t")}
     schema = {"req": uint(MAX_REQ_ID), **cls.SCHEMA}
-    values = _checked_fields(schema, rest)
+    values = _checked_fields(schema, rest, cls.DEFAULTS)
     if cls is Chunks:
         if len(frames) != 2:
             raise ProtocolError("chunks must carry a payload frame")
@@ -918,11 +1012,17 @@ def _decode_body(body: dict[Any, Any], frames: Sequence[bytes | memoryview]) -> 
     return cls(**values)
 
 
-def _checked_fields(schema: dict[str, Check], body: dict[Any, Any]) -> dict[str, Any]:
-    # Unknown keys are ignored (room for additive changes); missing ones are errors.
+def _checked_fields(
+    schema: dict[str, Check], body: dict[Any, Any], defaults: dict[str, Any]
+) -> dict[str, Any]:
+    # Unknown keys are ignored (room for additive changes); missing ones are errors, but for
+    # those added later, which take their default.
     out: dict[str, Any] = {}
     for name, check in schema.items():
         if name not in body:
+            if name in defaults:
+                out[name] = defaults[name]
+                continue
             raise ProtocolError(f"missing field {name!r}")
         try:
             out[name] = check(body[name])

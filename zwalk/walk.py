@@ -41,6 +41,7 @@ class Found(Generic[K]):
     name: str
     size: int
     holders: dict[K, str] = field(default_factory=dict)  # peer -> its relative path
+    mtime_ms: int = 0  # the newest modification time a holder reported (0: unknown)
 
 
 class Outcome(Generic[K]):
@@ -59,6 +60,7 @@ class Outcome(Generic[K]):
         for h in hits:
             f = self.found.setdefault(h.cid, Found(cid=h.cid, name=h.name, size=h.size))
             f.holders.setdefault(at, h.path)
+            f.mtime_ms = max(f.mtime_ms, h.mtime_ms)
         self.trace.append(Hop(at, latency, Verdict.HIT if hits else Verdict.MISS, len(hits)))
         if hits and self.first_hit_hops is None:
             self.first_hit_hops = hops
@@ -68,12 +70,25 @@ class Outcome(Generic[K]):
     def satisfied(self) -> bool:
         return len(self.found) >= self.want
 
+    linger: float | None = None  # set by searches that want every hit (see lingered)
+
+    def lingered(self, now: float) -> bool:
+        """A search that wants every hit still ends once a hit is in and the search has gone
+        on for `linger` seconds after it (or as long again as the hit took, if more): walkers
+        lost at a dead peer must not hold it until the deadline."""
+        if self.linger is None or self.first_hit_at is None:
+            return False
+        return now >= self.first_hit_at + max(self.linger, self.first_hit_at - self.started)
+
     def elapsed(self, now: float) -> float:
         return (self.ended_at if self.ended_at is not None else now) - self.started
 
     def ranked(self) -> list[Found[K]]:
-        """Best first: most holders (fastest to fetch), then name, then content id."""
-        return sorted(self.found.values(), key=lambda f: (-len(f.holders), f.name, f.cid))
+        """Best first: most holders (fastest to fetch), then the newest, then name, then
+        content id: the same hits always rank the same."""
+        return sorted(
+            self.found.values(), key=lambda f: (-len(f.holders), -f.mtime_ms, f.name, f.cid)
+        )
 
 
 class WalkOutcome(Outcome[K]):
@@ -127,6 +142,7 @@ class ProbeSearch(Outcome[K]):
         if (
             len(self.found) >= self.want
             or now >= self.deadline
+            or self.lingered(now)
             or (not self._order and not self._pending)
         ):
             self.ended_at = now
@@ -408,8 +424,8 @@ class KWalkSearch(WalkOutcome[K]):
 
     # --- what walkers report --------------------------------------------------------------------
     def _progress(self, walk: Walk[K], at: K) -> None:
-        self.visited.update(n for n in walk.path if n != self.me)
-        self.visited.add(at)
+        # Other nodes only: a walk can come back through the searcher, which is no peer.
+        self.visited.update(n for n in (*walk.path, at) if n != self.me)
         if walk.walker in self.hops:
             self.hops[walk.walker] = max(self.hops[walk.walker], walk.hops)
 
@@ -460,6 +476,7 @@ class KWalkSearch(WalkOutcome[K]):
         if self.ended_at is None and (
             self.satisfied
             or now >= self.deadline
+            or self.lingered(now)
             or (not self.active and (not self._can_launch or self.covered))
         ):
             self.ended_at = now
@@ -501,16 +518,22 @@ class FloodSearch(WalkOutcome[K]):
     def start(self, now: float) -> list[Forward[K]]:
         walk: Walk[K] = Walk(self.qid, Strategy.FLOOD, 0, self.ttl, 0, (self.me,))
         self.messages += len(self._neighbours)
+        # Asked, whether or not they report: a flood sends no end notices, and a node with
+        # nothing to report stays silent. Relays further on count once they report.
+        self.visited.update(self._neighbours)
         return [Forward(n, walk.to(n)) for n in self._neighbours]
 
     def on_hits(
         self, walk: Walk[K], at: K, hits: Iterable[p.Hit], now: float, latency: float = 0.0
     ) -> None:
-        self.visited.add(at)
+        if at != self.me:
+            self.visited.add(at)
         self._add_hits(at, list(hits), walk.hops, now, latency)
 
     def done(self, now: float, *, quiet: bool = False) -> bool:
         """`quiet`: the caller knows no copy is still travelling (the simulator does)."""
-        if self.ended_at is None and (self.satisfied or now >= self.deadline or quiet):
+        if self.ended_at is None and (
+            self.satisfied or now >= self.deadline or quiet or self.lingered(now)
+        ):
             self.ended_at = now
         return self.ended_at is not None
