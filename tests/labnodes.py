@@ -96,7 +96,8 @@ class LabNode:
         self._interface_args = interface_args
         return self.start()
 
-    def start(self, wait: bool = True) -> LabNode:
+    def start(self, wait: bool = True, extra: tuple[str, ...] = ()) -> LabNode:
+        """Start `zwalk serve` on this host (`extra`: more options; a later one wins)."""
         self.share.mkdir(parents=True, exist_ok=True)
         for name, data in self.files.items():
             (self.share / name).write_bytes(data)
@@ -116,9 +117,11 @@ class LabNode:
                 *(self._interface_args or ["--interface", self.address]),
                 "--data-dir",
                 str(self.data),
+                *extra,
             ],
             stdout=subprocess.DEVNULL,
             stderr=log,
+            cwd=self.home,  # its download folder is home/downloaded, where finds save
         )
         log.close()
         if wait:
@@ -130,8 +133,10 @@ class LabNode:
         while True:
             local = control.read_state(self.data)
             if local is not None and self.proc is not None and local.pid == self.proc.pid:
-                self.node = local.node.hex()
-                return
+                st = self.status()  # and its files indexed
+                if st is not None and st.files >= len(self.files):
+                    self.node = local.node.hex()
+                    return
             if self.proc is None or self.proc.poll() is not None:
                 raise RuntimeError(f"h{self.host}: serve exited: {self.log()}")
             if time.monotonic() > deadline:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -35,13 +36,22 @@ class ServeProcess:
                 self.proc.wait(timeout=5)
 
 
-def start_serve(base: Path, name: str, files: dict[str, bytes], *extra: str) -> ServeProcess:
-    """Start `zwalk serve` on 127.0.0.1, any free port, and wait until it is listening."""
+def start_serve(
+    base: Path,
+    name: str,
+    files: dict[str, bytes],
+    *extra: str,
+    mtimes: dict[str, float] | None = None,
+) -> ServeProcess:
+    """Start `zwalk serve` on 127.0.0.1, any free port, and wait until it is listening and has
+    indexed its files (`mtimes`: modification times to give some of them first)."""
     share, data = base / name / "share", base / name / "data"
     share.mkdir(parents=True)
     for rel, content in files.items():
         (share / rel).parent.mkdir(parents=True, exist_ok=True)
         (share / rel).write_bytes(content)
+    for rel, when in (mtimes or {}).items():
+        os.utime(share / rel, (when, when))
     log = base / name / "serve.log"
     proc = subprocess.Popen(
         zwalk_cmd(
@@ -66,7 +76,7 @@ def start_serve(base: Path, name: str, files: dict[str, bytes], *extra: str) -> 
     handle.close()  # the child has its own
     state = data / "node.json"
     deadline = time.monotonic() + 30
-    while not state.exists():
+    while not _indexed(state, len(files)):  # listening, and its files hashed
         if proc.poll() is not None:
             raise RuntimeError(f"serve exited with {proc.returncode}: {log.read_text()}")
         if time.monotonic() > deadline:
@@ -78,9 +88,17 @@ def start_serve(base: Path, name: str, files: dict[str, bytes], *extra: str) -> 
     return ServeProcess(proc, data, share, st["endpoints"][0], st["node"], log)
 
 
+def _indexed(state: Path, files: int) -> bool:
+    try:
+        return int(json.loads(state.read_text())["files"]) >= files
+    except (OSError, ValueError, KeyError):
+        return False  # not there yet, or being replaced
+
+
 def run_zwalk(*args: str, cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    """Run a zwalk command restricted to 127.0.0.1 (unless it names its own interface)."""
-    if "--interface" not in args:
+    """Run a zwalk command restricted to 127.0.0.1 (unless it names its own interface; the
+    demo keeps to 127.0.0.1 by itself and refuses the option)."""
+    if "--interface" not in args and (not args or args[0] != "demo"):
         args = ("--interface", LOOPBACK, *args)
     return subprocess.run(
         zwalk_cmd(*args), cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False

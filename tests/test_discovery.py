@@ -78,7 +78,7 @@ def test_two_nodes_on_one_host_see_each_other_over_loopback(
 
     def view(me: ServeProcess) -> dict:  # type: ignore[type-arg]
         r = run_zwalk("peers", "--json", "--data-dir", str(me.data_dir), cwd=tmp_path)
-        assert r.returncode == 0, r.stderr
+        assert r.returncode in (0, 1), r.stderr  # 1: no live peer yet
         return json.loads(r.stdout)
 
     def sees(me: ServeProcess, other: ServeProcess) -> bool:

@@ -74,7 +74,7 @@ def test_hosts_killed_mid_walk_do_not_stall_the_search(lab: MakeLab, base: Path)
             )
         )
         assert doc["status"] == "downloaded", doc["errors"]
-        assert doc["walk"]["elapsed_ms"] < 8000
+        assert doc["walk"]["elapsed_ms"] < 8000, (doc["walk"]["trace"], doc["walk"]["hops"])
     # A missing file still ends (every walker ends or is replaced) instead of hanging.
     doc = cli_json(nodes[3].zwalk("find", "absent.bin", "--json", "--timeout", "15"))
     assert doc["status"] == "not-found" and doc["walk"]["elapsed_ms"] < 14000

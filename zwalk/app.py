@@ -12,7 +12,8 @@ from typing import Any, TypeVar
 
 from rich.console import Console
 
-from zwalk import control, identity
+from zwalk import identity
+from zwalk import protocol as p
 from zwalk.config import Config, Endpoint
 from zwalk.node import Node
 
@@ -23,6 +24,7 @@ T = TypeVar("T")
 class App:
     cfg: Config
     verbose: int = 0
+    named_peers: tuple[Endpoint, ...] = ()  # given with --peer to this command
     out: Console = field(default_factory=lambda: Console(soft_wrap=True))  # data
     err: Console = field(default_factory=lambda: Console(stderr=True, soft_wrap=True))  # messages
 
@@ -35,12 +37,46 @@ class App:
     def error(self, text: str) -> None:
         self.err.print(f"[bold red]error:[/] {text}", highlight=False)
 
+    @property
+    def named(self) -> tuple[p.Address, ...]:
+        """The --peer endpoints of this command, for a control request."""
+        return tuple(p.Address(host=e.host, port=e.port) for e in self.named_peers)
+
+    @property
+    def status_timeout(self) -> float:
+        """How long a status request may take: a named peer gets its hello first."""
+        return 2.0 + (self.cfg.reply_timeout + 1.5 if self.named_peers else 0.0)
+
+
+def plural(n: int, word: str, words: str | None = None) -> str:
+    """'1 peer', '3 peers'."""
+    return f"{n} {word if n == 1 else (words or word + 's')}"
+
+
+def describe(e: OSError) -> str:
+    """An OSError as a sentence: its message and file, without the '[Errno 98]' prefix."""
+    text = e.strerror or str(e)
+    if e.filename is not None and str(e.filename) not in text:
+        text = f"{e.filename}: {text}"
+    return text
+
 
 def setup_logging(verbose: int) -> None:
+    """Quiet by default: a warning reads like the command's own ('warning: ...'); -v adds what
+    each step does, with times and where it comes from, and -vv every message."""
     level = logging.WARNING if verbose <= 0 else logging.INFO if verbose == 1 else logging.DEBUG
-    logging.basicConfig(
-        level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        if verbose > 0
+        else _PlainFormatter()
     )
+    logging.basicConfig(level=level, handlers=[handler], force=True)
+
+
+class _PlainFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return f"{record.levelname.lower()}: {record.getMessage()}"
 
 
 @contextlib.asynccontextmanager
@@ -56,20 +92,19 @@ async def running(node: Node) -> AsyncIterator[Node]:
             task.cancel()
 
 
-async def peer_source(app: App) -> tuple[Node, str]:
-    """A temporary, non-listening node for a client command, and how it learns its peers:
-    from the running local node's live table when there is one ("local-node"), else by
-    browsing mDNS for a short while ("discovery"). Static peers are added either way."""
-    cfg = app.cfg
-    local = control.read_state(cfg.data_dir)
-    status = await control.status(local) if local is not None else None
-    if status is not None:
-        live = tuple(
-            Endpoint(m.host, m.port) for m in status.members if m.state == "alive" and m.port
-        )
-        node_cfg = replace(cfg, peers=tuple(dict.fromkeys(live + cfg.peers)))
-        return Node(node_cfg, identity.ephemeral(), listen=False, discover=False), "local-node"
-    return Node(cfg, identity.ephemeral(), listen=False, discover=True), "discovery"
+def client_node(app: App, *, listen: bool = False, discover: bool = True) -> Node:
+    """A temporary node for a client command that runs without a local node: it browses mDNS
+    (unless told not to) and knows the configured static peers. The command's --peer ones
+    are met with `meet_named`, so that a failure names them as such."""
+    cfg = replace(app.cfg, peers=tuple(e for e in app.cfg.peers if e not in app.named_peers))
+    if listen:  # walkers report hits to it; it does not announce itself
+        cfg = replace(cfg, port=0)
+    return Node(cfg, identity.ephemeral(), listen=listen, discover=discover, announce=False)
+
+
+async def meet_named(app: App, node: Node) -> None:
+    """Say hello to the command's --peer peers and wait until each answered or failed."""
+    await node.meet(app.named_peers, app.cfg.reply_timeout + 1.5)
 
 
 def first_error(e: BaseException) -> BaseException:

@@ -4,6 +4,7 @@
 # `zwalk find f --peer X`); repeatable ones add up, single ones given after the command win.
 from __future__ import annotations
 
+import difflib
 import importlib
 import sys
 from collections.abc import Callable
@@ -80,21 +81,44 @@ def global_options(f: F) -> F:
     return f
 
 
-def make_app(ctx: click.Context, **overrides: Any) -> App:
-    """Defaults, then the config file, then global flags, then the command's own flags."""
+def used(ctx: click.Context, option: str) -> bool:
+    """Whether a global option ('peer', 'data_dir', ...) was given on the command line."""
+    g = ctx.find_root().meta.get(_KEY, {})
+    return bool(g.get(option))
+
+
+def make_app(ctx: click.Context, *, check_interfaces: bool = True, **overrides: Any) -> App:
+    """Defaults, then the config file, then global flags, then the command's own flags. The
+    chosen interfaces must exist here (doctor reports it as a finding instead)."""
     g = ctx.find_root().meta.get(_KEY, {"interface": [], "peer": [], "verbose": 0})
     setup_logging(g["verbose"])
     explicit = g.get("config")
-    cfg = config_mod.load(explicit or config_mod.default_config_path(), required=bool(explicit))
-    peers = tuple(config_mod.parse_endpoint(x) for x in g["peer"])
+    path = explicit or config_mod.default_config_path()
+    cfg = config_mod.load(path, required=bool(explicit))
+    try:
+        peers = tuple(config_mod.parse_endpoint(x) for x in g["peer"])
+    except ConfigError as e:
+        raise ConfigError(f"--peer: {e}") from None
+    try:
+        interfaces = tuple(config_mod.check_interface(x) for x in g["interface"])
+    except ConfigError as e:
+        raise ConfigError(f"--interface: {e}") from None
     cfg = cfg.with_overrides(
         data_dir=g.get("data_dir"),
-        interfaces=tuple(config_mod.check_interface(x) for x in g["interface"]) or None,
+        interfaces=interfaces or None,
         peers=(cfg.peers + peers) if peers else None,
         **overrides,
     )
     config_mod.validate(cfg)
-    return App(cfg=cfg, verbose=g["verbose"])
+    if check_interfaces and cfg.interfaces:
+        from zwalk.netif import resolve
+
+        try:
+            resolve(cfg.interfaces)
+        except ConfigError as e:
+            where = "--interface" if interfaces else f"[node] interfaces in {path}"
+            raise ConfigError(f"{where}: {e}") from None
+    return App(cfg=cfg, verbose=g["verbose"], named_peers=peers)
 
 
 class ZwalkGroup(click.Group):
@@ -116,6 +140,16 @@ class ZwalkGroup(click.Group):
             assert isinstance(command, click.Command)  # noqa: S101 - a table of our own
             return command
         return super().get_command(ctx, cmd_name)
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        name = args[0] if args else ""
+        if name and not name.startswith("-") and self.get_command(ctx, name) is None:
+            close = difflib.get_close_matches(name, self.list_commands(ctx), n=1, cutoff=0.6)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            ctx.fail(f"No such command {name!r}.{hint} See `zwalk --help`.")
+        return super().resolve_command(ctx, args)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:

@@ -37,6 +37,8 @@ class LocalNode:
     endpoints: list[str]
     control: str
     token: bytes
+    downloads: Path | None = None  # where the node's own finds save (absolute)
+    shares: tuple[Path, ...] = ()
 
 
 def socket_path(data_dir: Path) -> Path:
@@ -129,15 +131,20 @@ def read_state(data_dir: Path) -> LocalNode | None:
             endpoints=[str(e) for e in raw["endpoints"]],
             control=str(raw["control"]),
             token=bytes.fromhex(raw["token"]),
+            downloads=Path(raw["downloads"]) if raw.get("downloads") else None,
+            shares=tuple(Path(x) for x in raw.get("shares", ())),
         )
     except (OSError, ValueError, KeyError, TypeError):
         return None
     return local if _pid_alive(local.pid) else None
 
 
-async def status(local: LocalNode, timeout: float = 2.0) -> p.StatusOk | None:
-    """Ask the running node for its state; None if it does not answer in time."""
-    reply = await request(local, p.Status(req=1, token=local.token), timeout)
+async def status(
+    local: LocalNode, timeout: float = 2.0, peers: tuple[p.Address, ...] = ()
+) -> p.StatusOk | None:
+    """Ask the running node for its state (once it has said hello to `peers`); None if it
+    does not answer in time."""
+    reply = await request(local, p.Status(req=1, token=local.token, peers=peers), timeout)
     return reply if isinstance(reply, p.StatusOk) else None
 
 

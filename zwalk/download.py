@@ -10,11 +10,12 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,7 @@ from zwalk.index import file_blake3
 from zwalk.node import PeerError, PeerLink
 from zwalk.partfile import PartFile
 from zwalk.transfer import ChunkScheduler, Request, TransferOptions
+from zwalk.units import mib
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -34,7 +36,27 @@ Progress = Callable[[int, int, int], None]  # bytes done, total bytes, active so
 
 
 class DownloadError(Exception):
-    pass
+    """A download that did not complete. What it kept (if anything) stays in `part`, which a
+    later download of the same file resumes."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        part: Path | None = None,
+        kept: int = 0,
+        allocated: int = 0,
+        changed: bool = False,
+    ) -> None:
+        super().__init__(message)
+        self.part = part  # the .part file left behind, if any
+        self.kept = kept  # verified bytes in it
+        self.allocated = allocated  # bytes it takes on disk (allocated in full up front)
+        self.changed = changed  # every holder said the file is no longer shared (it changed)
+
+
+class OutDirError(Exception):
+    """The download folder cannot take files (a usage error, found before any search)."""
 
 
 @dataclass(slots=True)
@@ -53,6 +75,8 @@ class DownloadResult:
     bytes_by_source: dict[str, int] = field(default_factory=dict)  # verified bytes each sent
 
 
+SAVE_EVERY = 0.5  # seconds between progress records: a crash re-fetches at most this much
+MAX_COPIES = 1000  # `name (999).ext` at most
 MAX_LOCAL_NAME = 224  # bytes: room under the usual 255 for " (999)" or ".<16 hex>.part"
 WINDOWS_RESERVED = {
     "CON",
@@ -124,16 +148,53 @@ async def fetch_info(
     return sorted(groups.values(), key=lambda g: -len(g[1])), excluded, rtts
 
 
-def place(part: Path, out_dir: Path, name: str, cid: bytes) -> tuple[Path, bool]:
-    """Give a verified .part file its final name without clobbering anything.
-
-    Returns (path, already_present). If the name is taken by other bytes, `name (1).ext` etc."""
+def _candidates(out_dir: Path, name: str) -> Iterator[Path]:
+    """Where a file of this name may be saved: `name`, then `name (1).ext`, ..."""
     name = local_name(name)
     stem, dot, ext = name.rpartition(".")
     if not stem:
         stem, dot, ext = name, "", ""
-    for n in range(1000):
-        candidate = out_dir / (name if n == 0 else f"{stem} ({n}){dot}{ext}")
+    for n in range(MAX_COPIES):
+        yield out_dir / (name if n == 0 else f"{stem} ({n}){dot}{ext}")
+
+
+def already_saved(out_dir: Path, name: str, cid: bytes, size: int) -> Path | None:
+    """A file with this content already in the download folder, under the name it would get
+    (or a `name (n).ext` before the first free one): checked by size, then by BLAKE3."""
+    for candidate in _candidates(out_dir, name):
+        try:
+            st = candidate.stat()
+        except FileNotFoundError:
+            return None
+        except OSError:
+            continue
+        if st.st_size == size and candidate.is_file() and file_blake3(candidate) == cid:
+            return candidate
+    return None
+
+
+def check_out_dir(out_dir: Path) -> None:
+    """Whether files can be saved in `out_dir` (it, or the folder it would be made in, is a
+    writable folder); raises OutDirError saying why not. Creates nothing."""
+    path = out_dir.absolute()
+    probe = path
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if not probe.is_dir():
+        what = "is" if probe == path else f"would be made in {probe}, which is"
+        raise OutDirError(f"cannot save into {out_dir}: it {what} not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        where = "" if probe == path else f" (it would be made in {probe})"
+        raise OutDirError(f"cannot save into {out_dir}{where}: permission denied")
+
+
+def place(part: Path, out_dir: Path, name: str, cid: bytes) -> tuple[Path, bool]:
+    """Give a verified .part file its final name without clobbering anything.
+
+    Returns (path, already_present). If the name is taken by other bytes, `name (1).ext` etc."""
+    for candidate in _candidates(out_dir, name):
         if candidate.exists():
             if candidate.stat().st_size == part.stat().st_size and file_blake3(candidate) == cid:
                 part.unlink()
@@ -172,12 +233,13 @@ async def download(
     p.file_name(name)  # the name came from the network: it must stay inside out_dir
     groups, excluded, rtts = await fetch_info(holders, cid, size, options.info_timeout)
     received = 0
+    gone: set[PeerLink] = set()  # sources that no longer share the file
     await asyncio.to_thread(_check_room, out_dir, part_path(out_dir, name, cid), size)
     for info, sources in groups:
         part = await asyncio.to_thread(_open_part, out_dir, name, cid, info)
         try:
             sched, resumed, got = await _attempt(
-                part, info, sources, rtts, options, progress, more_holders, excluded
+                part, info, sources, rtts, options, progress, more_holders, excluded, gone
             )
             received += got
             for link, why in sched.failure_reasons().items():
@@ -192,8 +254,13 @@ async def download(
                         part.discard()  # nobody would ever resume it
                     part.close()
                     continue
+                kept = 0 if part.private else sched.bytes_done
                 raise DownloadError(
-                    "every source failed: " + "; ".join(f"{k}: {v}" for k, v in excluded.items())
+                    "every source failed: " + "; ".join(f"{k}: {v}" for k, v in excluded.items()),
+                    part=None if part.private else part.path,
+                    kept=kept,
+                    allocated=0 if part.private else _allocated(part.path),
+                    changed=bool(sched.sources) and all(link in gone for link in sched.sources),
                 )
             await _in_thread(part.finish)
             whole = await _in_thread(part.whole_digest)
@@ -213,6 +280,17 @@ async def download(
             raise
         finally:
             part.close()
+        for link, st in sched.sources.items():
+            log.info(
+                "%s: %s verified%s, at %s/s, frames of %d chunks, window %s%s",
+                link.label,
+                mib(st.bytes),
+                f" ({st.good} chunks)" if st.good else "",
+                mib(int(st.rate or 0)),
+                st.frame_chunks,
+                mib(st.window),
+                f"; dropped: {st.excluded}" if st.excluded else "",
+            )
         return DownloadResult(
             path=final,
             cid=cid,
@@ -235,6 +313,10 @@ async def download(
     )
 
 
+def _forget_done(forget: Callable[[int], None], serial: int, _: object) -> None:
+    forget(serial)
+
+
 async def _in_thread(fn: Callable[..., T], *args: object) -> T:
     """Run `fn` in a thread. If we are cancelled meanwhile (Ctrl-C), wait for it to finish
     before going on: it uses the .part's files, which the caller closes on the way out."""
@@ -254,7 +336,9 @@ def _check_room(out_dir: Path, part: Path, size: int) -> None:
     except OSError as e:
         raise DownloadError(f"cannot write to {out_dir}: {e}") from None
     if size > free:
-        raise DownloadError(f"not enough space in {out_dir}: need {size} bytes, {free} free")
+        raise DownloadError(
+            f"not enough space in {out_dir}: the file needs {mib(size)}, {mib(free)} is free"
+        )
 
 
 def _allocated(path: Path) -> int:
@@ -282,31 +366,53 @@ def _open_part(out_dir: Path, name: str, cid: bytes, info: p.FileInfo) -> PartFi
 
 
 class _Saver:
-    """Writes the progress record off the event loop, one write at a time, always the latest."""
+    """Writes the progress record off the event loop: one write at a time, always the latest,
+    at most one every SAVE_EVERY seconds (each flushes the .part's data to disk first)."""
 
     def __init__(self, part: PartFile, pool: ThreadPoolExecutor) -> None:
         self.part, self.pool = part, pool
         self._running: asyncio.Future[None] | None = None
+        self._later: asyncio.TimerHandle | None = None
         self._dirty = False
+        self._last = -SAVE_EVERY
 
     def mark(self) -> None:
-        if self._running is not None and not self._running.done():
+        loop = asyncio.get_running_loop()
+        busy = self._running is not None and not self._running.done()
+        wait = self._last + SAVE_EVERY - loop.time()
+        if busy or wait > 0:
             self._dirty = True
+            if not busy and self._later is None:
+                self._later = loop.call_later(wait, self._again)
             return
         self._dirty = False
-        loop = asyncio.get_running_loop()
+        self._last = loop.time()
         self._running = loop.run_in_executor(self.pool, self.part.save, bytes(self.part.bits))
         self._running.add_done_callback(self._done)
+
+    def _again(self) -> None:
+        self._later = None
+        if self._dirty:
+            self.mark()
 
     def _done(self, fut: asyncio.Future[None]) -> None:
         if not fut.cancelled() and fut.exception() is not None:
             log.warning("cannot save download progress: %s", fut.exception())
-        if self._dirty:
+        if self._dirty and self._later is None:
             self.mark()
 
     async def flush(self) -> None:
+        """Wait for the save under way, then save what is still unsaved."""
+        if self._later is not None:
+            self._later.cancel()
+            self._later = None
         while self._running is not None and not self._running.done():
             await asyncio.wait([self._running])
+        if self._dirty:
+            self._dirty = False
+            await asyncio.get_running_loop().run_in_executor(
+                self.pool, self.part.save, bytes(self.part.bits)
+            )
 
 
 async def _attempt(
@@ -318,6 +424,7 @@ async def _attempt(
     progress: Progress | None,
     more_holders: asyncio.Queue[PeerLink] | None,
     excluded: dict[str, str],
+    gone: set[PeerLink],
 ) -> tuple[ChunkScheduler[PeerLink], int, int]:
     """Fetch what the .part lacks from these sources; returns the scheduler, the bytes found
     already there, and the payload bytes received."""
@@ -350,6 +457,7 @@ async def _attempt(
             more_holders,
             excluded,
             options.info_timeout,
+            gone,
         )
     finally:
         pool.shutdown(wait=False)
@@ -364,6 +472,7 @@ class _Answer:
     bad: list[int] = field(default_factory=list)
     failure: str = ""
     busy: bool = False  # the source said it is serving all it can
+    gone: bool = False  # the source no longer shares the file (it changed or was removed)
     fatal: str = ""  # the download cannot go on (the .part cannot be written)
 
 
@@ -376,6 +485,7 @@ async def _run(
     more_holders: asyncio.Queue[PeerLink] | None = None,
     excluded: dict[str, str] | None = None,
     info_timeout: float = 2.0,
+    gone: set[PeerLink] | None = None,
 ) -> int:
     """Keep every source's window full until the file is complete or no source is left.
     Returns the payload bytes received."""
@@ -433,7 +543,12 @@ async def _run(
             # loop below cancels this request then.
             reply = await req.source.request(msg, None, bulk=True)
         except PeerError as e:
-            return _Answer(req, failure=str(e), busy=e.code is p.ErrorCode.BUSY)
+            return _Answer(
+                req,
+                failure=str(e),
+                busy=e.code is p.ErrorCode.BUSY,
+                gone=e.code is p.ErrorCode.NOT_FOUND,
+            )
         received += len(reply.payload) if isinstance(reply, p.Chunks) else 0
         if not sched.accepts(req.source, req.index, req.serial):
             return None  # another source answered first (end-game), or this one was dropped
@@ -482,7 +597,7 @@ async def _run(
             for req in sched.requests(now):
                 task = asyncio.create_task(fetch(req))
                 out[req.serial] = (req, task)
-                task.add_done_callback(lambda _, serial=req.serial: forget(serial))
+                task.add_done_callback(functools.partial(_forget_done, forget, req.serial))
             due = sched.next_deadline()
             wait = None if due is None else max(0.01, due - loop.time())
             try:
@@ -502,6 +617,11 @@ async def _run(
                 )
             elif a.busy:
                 sched.on_busy(src, req.index, now, req.serial)
+            elif a.gone:  # asking again will not bring it back
+                log.info("%s: %s", src.label, a.failure)
+                if gone is not None:
+                    gone.add(src)
+                sched.exclude(src, a.failure)
             elif a.failure:
                 if sched.accepts(src, req.index, req.serial):
                     log.info("%s: frame at chunk %d: %s", src.label, req.index, a.failure)

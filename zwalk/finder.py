@@ -25,6 +25,7 @@ class SearchOptions:
     ttl: int = 64
     check_every: int = 8
     widen_hops: int = 32
+    linger: float | None = None  # wanting every hit: end this long after the first anyway
 
 
 @dataclass(slots=True)
@@ -38,11 +39,19 @@ class FindResult:
     known: int = 0
     elapsed: float = 0.0
     trace: list[p.TraceHop] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # peers that could not be asked, and why
+    local: list[p.LocalHit] = field(default_factory=list)  # matches the node shares itself
 
     def to_wire(self, req: int) -> p.FindOk:
         # Bounded so the answer always fits one header: the best hits, a few holders each.
         found = tuple(
-            p.FoundFile(name=f.name, size=f.size, cid=f.cid, holders=f.holders[:MAX_HOLDERS])
+            p.FoundFile(
+                name=f.name,
+                size=f.size,
+                cid=f.cid,
+                holders=f.holders[:MAX_HOLDERS],
+                mtime_ms=f.mtime_ms,
+            )
             for f in self.found[:MAX_FOUND]
         )
         return p.FindOk(
@@ -55,6 +64,8 @@ class FindResult:
             known=min(self.known, p.MAX_COUNT),
             elapsed_us=int(self.elapsed * 1e6),
             trace=tuple(self.trace)[:MAX_TRACE],
+            errors=tuple(e[: p.MAX_REASON_CHARS] for e in self.errors)[: p.MAX_FAILURES],
+            local=tuple(self.local)[: p.MAX_LOCAL_HITS],
         )
 
     @classmethod
@@ -69,6 +80,8 @@ class FindResult:
             msg.known,
             msg.elapsed_us / 1e6,
             list(msg.trace),
+            list(msg.errors),
+            list(msg.local),
         )
 
 
@@ -79,10 +92,19 @@ def _holder(node: Node, peer: bytes, path: str) -> p.Holder:
     return p.Holder(node=peer, name=m.name, host=m.endpoint.host, port=m.endpoint.port, path=path)
 
 
+def local_hits(node: Node, query: Query) -> list[p.LocalHit]:
+    """What the node itself shares that matches: a user's own files are hits too."""
+    return [
+        p.LocalHit(name=e.name, size=e.size, cid=e.cid, path=str(e.path))
+        for e in node.index.search(query, limit=p.MAX_LOCAL_HITS)
+        if len(str(e.path).encode()) <= p.MAX_PATH_BYTES
+    ]
+
+
 async def run_find(node: Node, query: Query, opts: SearchOptions) -> FindResult:
     """Search the node's live peers with the chosen strategy."""
     started = time.monotonic()
-    result = FindResult(opts.strategy, known=len(node.neighbours()))
+    result = FindResult(opts.strategy, known=len(node.neighbours()), local=local_hits(node, query))
     if opts.strategy is Strategy.PROBE:
         ps: ProbeSearch = await probe(
             node.alive_links(),
@@ -91,6 +113,7 @@ async def run_find(node: Node, query: Query, opts: SearchOptions) -> FindResult:
             reply_timeout=node.cfg.reply_timeout,
             want=opts.want,
             rng=random.Random(),  # noqa: S311 -- peer order only
+            linger=opts.linger,
         )
         for f in ps.ranked():
             holders = tuple(
@@ -103,7 +126,11 @@ async def run_find(node: Node, query: Query, opts: SearchOptions) -> FindResult:
                 )
                 for link, path in list(f.holders.items())[: p.MAX_GOSSIP]
             )
-            result.found.append(p.FoundFile(name=f.name, size=f.size, cid=f.cid, holders=holders))
+            result.found.append(
+                p.FoundFile(
+                    name=f.name, size=f.size, cid=f.cid, holders=holders, mtime_ms=f.mtime_ms
+                )
+            )
         result.messages = result.hops = ps.messages
         node.walks.sent += ps.messages
         result.first_hit_hops = ps.first_hit_hops
@@ -129,12 +156,17 @@ async def run_find(node: Node, query: Query, opts: SearchOptions) -> FindResult:
             ttl=opts.ttl,
             check_every=opts.check_every,
             widen_hops=opts.widen_hops,
+            linger=opts.linger,
         )
         for f in s.ranked():
             holders = tuple(
                 _holder(node, peer, path) for peer, path in list(f.holders.items())[: p.MAX_GOSSIP]
             )
-            result.found.append(p.FoundFile(name=f.name, size=f.size, cid=f.cid, holders=holders))
+            result.found.append(
+                p.FoundFile(
+                    name=f.name, size=f.size, cid=f.cid, holders=holders, mtime_ms=f.mtime_ms
+                )
+            )
         if isinstance(s, KWalkSearch):
             result.messages = s.messages
             result.hops = sum(s.hops.values())

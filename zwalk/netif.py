@@ -20,20 +20,29 @@ def ipv4_addresses() -> dict[str, list[str]]:
 
 
 def resolve(interfaces: tuple[str, ...]) -> list[str]:
-    """IPv4 addresses for the given addresses or interface names, in order, without repeats."""
-    table: dict[str, list[str]] | None = None
+    """IPv4 addresses for the given addresses or interface names, in order, without repeats.
+    An address must be one of this host's (any 127.x address counts: loopback is local)."""
+    table = ipv4_addresses()
+    ours = {a for addrs in table.values() for a in addrs}
     out: list[str] = []
     for value in interfaces:
         try:
-            addrs = [str(ipaddress.IPv4Address(value))]
+            addr = ipaddress.IPv4Address(value)
         except ValueError:
-            table = table if table is not None else ipv4_addresses()
             if value not in table:
                 known = ", ".join(sorted(table)) or "none"
                 raise ConfigError(
                     f"no interface named {value!r} with an IPv4 address (known: {known})"
                 ) from None
             addrs = table[value]
+        else:
+            if str(addr) not in ours and not addr.is_loopback:
+                listing = "; ".join(f"{n} {', '.join(a)}" for n, a in sorted(table.items()))
+                raise ConfigError(
+                    f"{value} is not an address of this host (its IPv4 addresses: "
+                    f"{listing or 'none'})"
+                )
+            addrs = [str(addr)]
         out.extend(a for a in addrs if a not in out)
     return out
 

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import ipaddress
 import itertools
 import logging
 import os
 import random
 import secrets
+import socket
 import threading
 import time
 from collections.abc import Callable, Coroutine, Iterable
@@ -31,7 +33,16 @@ from zwalk.config import Config, Endpoint
 from zwalk.identity import Identity
 from zwalk.index import Index, scan
 from zwalk.links import PeerError, PeerGone, PeerInfo, PeerLink, configure
-from zwalk.membership import Connect, Disconnect, Member, Membership, Ping, Source, State
+from zwalk.membership import (
+    Connect,
+    Disconnect,
+    Lost,
+    Member,
+    Membership,
+    Ping,
+    Source,
+    State,
+)
 from zwalk.netif import default_addresses, ipv4_networks, resolve
 from zwalk.query import Query
 from zwalk.walk import Strategy
@@ -47,6 +58,7 @@ log = logging.getLogger(__name__)
 MAX_CONCURRENT_REQUESTS = 64  # per node, beyond this a request is answered "busy"
 MAX_CONCURRENT_READS = 8
 BYE_LINGER_MS = 200  # how long a closing link may take to deliver our bye
+DIAGNOSE_TIMEOUT = 1.0  # seconds a test connection to a peer that did not answer may take
 LOOPBACK = "127.0.0.1"
 
 
@@ -82,7 +94,8 @@ class Node:
             ping_after=cfg.ping_interval,
             ping_timeout=cfg.ping_timeout,
             max_missed=cfg.max_missed_pings,
-            hello_timeout=cfg.reply_timeout,
+            # the shell gives up on a hello first, and finds out why (diagnose)
+            hello_timeout=cfg.reply_timeout + DIAGNOSE_TIMEOUT + 0.5,
         )
         self.discovery: Discovery | None = None
         self.mdns_addresses: list[str] = []
@@ -225,14 +238,7 @@ class Node:
                 else:
                     router.bind(f"tcp://{addr}:{port}")
             except zmq.ZMQError as e:
-                hint = (
-                    " (another node running? use --port 0 for any free port)"
-                    if e.errno == zmq.EADDRINUSE
-                    else ""
-                )
-                raise OSError(
-                    e.errno, f"cannot listen on {addr}:{port}: {e.strerror}{hint}"
-                ) from None
+                raise OSError(e.errno, _bind_failure(addr, port, e)) from None
             self.endpoints.append(Endpoint(addr, port))
 
     def _bind_control(self) -> None:
@@ -262,6 +268,8 @@ class Node:
                 "control": self._control_endpoint,
                 "token": self._token.hex(),
                 "files": len(self.index),
+                "downloads": str(self.cfg.downloads.resolve()),
+                "shares": [str(s.resolve()) for s in self.shares],
             },
         )
 
@@ -388,8 +396,14 @@ class Node:
         except (TimeoutError, PeerError) as e:
             if self.links.get(ep) is not link:
                 return  # this link was replaced meanwhile: its fate is not the new member's
-            why = str(e) or f"no hello answer within {self.cfg.reply_timeout:g}s"
-            self._apply(self.membership.on_unreachable(ep, why, self._now()))
+            why = str(e)
+            if isinstance(e, TimeoutError):
+                why = await diagnose(ep) or (
+                    f"no answer to hello within {self.cfg.reply_timeout:g} s, though it "
+                    "accepts connections (not a zwalk node, or an incompatible one?)"
+                )
+            if self.links.get(ep) is link:
+                self._apply(self.membership.on_unreachable(ep, why, self._now()))
             return
         if self.links.get(ep) is not link:
             return
@@ -484,6 +498,52 @@ class Node:
             if await self.next_change(until - now):
                 last_change = loop.time()
 
+    async def meet(self, endpoints: Iterable[Endpoint], timeout: float) -> None:
+        """Say hello to peers a local command named, and wait (at most `timeout`) until each
+        has answered or failed; those that failed are in `membership.lost`, with the reason."""
+        eps = list(dict.fromkeys(endpoints))
+        if eps:
+            self._apply(self.membership.add_named(eps, self._now()))
+            await self.wait_until(lambda: self.answered(eps), timeout)
+
+    def problems(self, within: float = 60.0) -> list[str]:
+        """Peers lost or unreachable in the last `within` seconds, as lines for a user."""
+        now = self._now()
+        return [
+            describe_lost(lost)
+            for lost in reversed(self.membership.lost.values())
+            if now - lost.at <= within
+        ]
+
+    def failures(self) -> list[p.Failure]:
+        """Peers lost or unreachable, latest first (as the control endpoint reports them)."""
+        mono = self._now()
+        out = []
+        for lost in reversed(self.membership.lost.values()):
+            out.append(
+                p.Failure(
+                    host=lost.endpoint.host.encode()[: p.MAX_HOST_BYTES].decode(errors="ignore")
+                    or "?",
+                    port=lost.endpoint.port,
+                    node=lost.node,
+                    name=lost.name,
+                    learned=tuple(p.Learned(how=str(k), detail=v) for k, v in lost.learned.items())[
+                        :4
+                    ],
+                    reason=lost.reason[: p.MAX_REASON_CHARS],
+                    ago_ms=max(0, int((mono - lost.at) * 1000)),
+                )
+            )
+        return out[: p.MAX_FAILURES]
+
+    async def hear_back(self) -> None:
+        """Wait until every peer in the table has answered hello or failed (with the reason a
+        user will want): at most the hello timeout and a diagnosis."""
+        await self.wait_until(
+            lambda: all(m.state is State.ALIVE for m in self.membership.by_endpoint.values()),
+            self.cfg.reply_timeout + DIAGNOSE_TIMEOUT + 0.5,
+        )
+
     def neighbours(self) -> list[bytes]:
         """Node ids of the live peers: where a walk can go next."""
         return [m.node for m in self.membership.alive() if m.node is not None]
@@ -503,6 +563,19 @@ class Node:
         self._apply(self.membership.on_discovered(ref.node, ep, Source.INBOUND, "", self._now()))
         link = self.links.get(ep)
         return link if link is not None and not link.closed else None
+
+    def reachable_at(self) -> list[Endpoint]:
+        """Where peers can reach us: our listening endpoints, a wildcard one as each address
+        we announce on (or every non-loopback address of this host)."""
+        out: list[Endpoint] = []
+        for e in self.endpoints:
+            hosts = (
+                [e.host]
+                if _gossipable(e.host)
+                else (self.mdns_addresses or default_addresses() or [LOOPBACK])
+            )
+            out += [Endpoint(h, e.port) for h in hosts if _gossipable(h)]
+        return list(dict.fromkeys(out))
 
     def self_ref(self) -> p.PeerRef:
         """How peers reach this node: a concrete address of ours, and our port."""
@@ -694,10 +767,18 @@ class Node:
                 if not isinstance(e, OSError):
                     raise
                 log.warning("cannot read %s: %s", entry.path, e)
+                # Offered no more until the rescan has looked at it again.
+                self.index = self.index.without(entry.cid)
                 if not self._rescan_pending:  # one rescan for a burst of failed reads
                     self._rescan_pending = True
                     self.spawn(self._rescan_quietly())
-                return _not_found(msg.req, msg.cid)
+                why = "changed" if isinstance(e, FileChanged) else "could not be read"
+                return p.Error(
+                    req=msg.req,
+                    code=p.ErrorCode.NOT_FOUND,
+                    reason=f"{p.cid_to_text(msg.cid)} is no longer shared here: {entry.name} "
+                    f"{why} since it was indexed (it is being indexed again)",
+                )
         return p.Chunks(req=msg.req, cid=msg.cid, index=msg.index, count=msg.count, payload=data)
 
     async def _rescan_quietly(self) -> None:
@@ -740,13 +821,19 @@ class Node:
                 continue
             if isinstance(msg, p.Find):
                 self.spawn(self._control_find(sock, rid, msg))  # searches run side by side
-                continue
-            try:
-                reply: p.Message = self.status(msg.req)
-            except Exception as e:  # a table we cannot describe must not stop the node
-                log.exception("cannot build status")
-                reply = p.Error(req=msg.req, code=p.ErrorCode.INTERNAL, reason=type(e).__name__)
-            await self._reply(sock, rid, reply)
+            elif msg.peers:
+                self.spawn(self._control_status(sock, rid, msg))  # after a hello to each
+            else:
+                await self._control_status(sock, rid, msg)
+
+    async def _control_status(self, sock: zmq.asyncio.Socket, rid: bytes, msg: p.Status) -> None:
+        await self.meet(_named(msg.peers), self.cfg.reply_timeout + DIAGNOSE_TIMEOUT)
+        try:
+            reply: p.Message = self.status(msg.req)
+        except Exception as e:  # a table we cannot describe must not stop the node
+            log.exception("cannot build status")
+            reply = p.Error(req=msg.req, code=p.ErrorCode.INTERNAL, reason=type(e).__name__)
+        await self._reply(sock, rid, reply)
 
     async def _control_find(self, sock: zmq.asyncio.Socket, rid: bytes, msg: p.Find) -> None:
         from zwalk.finder import SearchOptions, run_find  # finder builds on this module
@@ -759,10 +846,14 @@ class Node:
             initial=msg.initial,
             ttl=msg.ttl,
             check_every=msg.check_every,
+            linger=msg.linger_ms / 1000 if msg.linger_ms else None,
         )
         query = Query(kind=msg.kind, pattern=msg.pattern, icase=msg.icase)
         try:
-            reply: p.Message = (await run_find(self, query, opts)).to_wire(msg.req)
+            await self.meet(_named(msg.peers), self.cfg.reply_timeout + DIAGNOSE_TIMEOUT)
+            result = await run_find(self, query, opts)
+            result.errors = self.problems()
+            reply: p.Message = result.to_wire(msg.req)
         except Exception as e:  # a failed search must not stop the node
             log.exception("search failed")
             reply = p.Error(req=msg.req, code=p.ErrorCode.INTERNAL, reason=type(e).__name__)
@@ -780,8 +871,7 @@ class Node:
             name=self.name,
             endpoints=tuple(
                 p.PeerRef(node=self.identity.node_id, name=self.name, host=e.host, port=e.port)
-                for e in self.endpoints
-                if _gossipable(e.host)
+                for e in self.reachable_at()
             )[:16],
             files=len(self.index),
             bytes=self.index.total_bytes,
@@ -789,7 +879,26 @@ class Node:
                 : p.MAX_MEMBERS
             ],
             sent=self.walks.sent,
+            failed=tuple(self.failures()),
         )
+
+
+def describe_lost(lost: Lost) -> str:
+    """'h1 (0fdcb51f506b) at 10.0.0.5:47474, seen on mDNS: connection refused: ...'."""
+    who = f"{lost.name} ({lost.node.hex()[:12]}) at " if lost.node else ""
+    how = {
+        Source.MDNS: "seen on mDNS",
+        Source.STATIC: "a configured peer",
+        Source.GOSSIP: "named by another peer",
+        Source.INBOUND: "it had said hello to us",
+        Source.NAMED: "named with --peer",
+    }
+    learned = ", ".join(how[s] for s in lost.learned if s in how)
+    return f"{who}{lost.endpoint}{', ' + learned if learned else ''}: {lost.reason}"
+
+
+def _named(peers: Iterable[p.Address]) -> list[Endpoint]:
+    return [Endpoint(a.host, a.port) for a in peers]
 
 
 def _member_info(m: Member, ms: Any) -> p.MemberInfo:
@@ -808,6 +917,37 @@ def _member_info(m: Member, ms: Any) -> p.MemberInfo:
     )
 
 
+async def diagnose(ep: Endpoint, timeout: float = DIAGNOSE_TIMEOUT) -> str | None:
+    """Why a peer may not have answered: what a plain TCP connection to it says. None when it
+    accepts connections (then the peer itself did not answer). Sends nothing."""
+    try:
+        async with asyncio.timeout(timeout):
+            _, writer = await asyncio.open_connection(ep.host, ep.port)
+    except ConnectionRefusedError:
+        return f"connection refused: nothing listens on {ep.host} port {ep.port}"
+    except TimeoutError:
+        return f"no answer from {ep.host} (it is down, or a firewall drops TCP port {ep.port})"
+    except socket.gaierror:
+        return f"cannot resolve the host name {ep.host!r}"
+    except OSError as e:
+        return f"cannot connect to {ep}: {e.strerror or e}"
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return None
+
+
+def _bind_failure(addr: str, port: int, e: zmq.ZMQError) -> str:
+    where = f"cannot listen on {addr}:{port}"
+    if e.errno == zmq.EADDRINUSE:
+        return f"{where}: the port is taken (another zwalk serve? --port 0 picks a free one)"
+    if e.errno == errno.EACCES:
+        return f"{where}: permission denied (ports below 1024 need privileges; use --port 0)"
+    if e.errno == errno.EADDRNOTAVAIL:
+        return f"{where}: {addr} is not an address of this host"
+    return f"{where}: {e.strerror}"
+
+
 def _gossipable(host: str) -> bool:
     """Only addresses a peer can use as they are (never names, never wildcards)."""
     try:
@@ -823,13 +963,17 @@ def _not_found(req: int, cid: bytes) -> p.Error:
     )
 
 
+class FileChanged(OSError):
+    """A shared file is not what the index says any more."""
+
+
 def read_span(path: Path, offset: int, into: memoryview, mtime_ns: int) -> None:
     """Fill `into` from a shared file at `offset`, refusing if the file changed since it was
     indexed or is now shorter."""
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
     try:
         if os.fstat(fd).st_mtime_ns != mtime_ns:
-            raise OSError(f"{path} changed since it was indexed")
+            raise FileChanged(f"{path} changed since it was indexed")
         if not hasattr(os, "preadv"):  # Windows
             os.lseek(fd, offset, os.SEEK_SET)
         view = into
@@ -841,7 +985,7 @@ def read_span(path: Path, offset: int, into: memoryview, mtime_ns: int) -> None:
                 n = len(got)
                 view[:n] = got
             if n <= 0:
-                raise OSError(f"{path} is shorter than indexed")
+                raise FileChanged(f"{path} is shorter than indexed")
             view, offset = view[n:], offset + n
     finally:
         os.close(fd)

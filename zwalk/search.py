@@ -19,12 +19,14 @@ async def probe(
     reply_timeout: float,
     want: int = 1,
     rng: random.Random | None = None,
+    linger: float | None = None,
 ) -> ProbeSearch[PeerLink]:
     """Ask peers one at a time, in random order, until `want` distinct files are found."""
     clock = time.monotonic
     start = clock()
     rng = rng or random.Random()  # noqa: S311 -- peer order only, not security
     search = ProbeSearch(links, rng=rng, now=start, deadline=start + timeout, want=want)
+    search.linger = linger
     msg = p.Search(
         req=0, qid=os.urandom(p.ID_BYTES), kind=query.kind, pattern=query.pattern, icase=query.icase
     )

@@ -274,6 +274,7 @@ class WalkService:
         ttl: int = 64,
         check_every: int = 8,
         widen_hops: int = 32,
+        linger: float | None = None,
         on_start: Callable[[AnySearch], None] | None = None,
     ) -> AnySearch:
         node = self.node
@@ -304,6 +305,7 @@ class WalkService:
                 widen_hops=widen_hops,
                 stop_on_hit=want == 1,
             )
+        s.linger = linger
         run = Running(s, query, node.self_ref())
         self.running[qid] = run
         # Copies of our own query that come back (floods do) are duplicates here.

@@ -9,19 +9,20 @@ import json
 import secrets
 import socket
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import click
 from zeroconf import IPVersion, ServiceStateChange, Zeroconf
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
-from zwalk import control
-from zwalk.app import App, run
+from zwalk import control, identity
+from zwalk.app import App, plural, run, running
 from zwalk.cli import global_options, make_app
-from zwalk.config import ConfigError
+from zwalk.config import DEFAULT_PORT, ConfigError
 from zwalk.discovery import SERVICE_TYPE
 from zwalk.netif import default_addresses, ipv4_networks, resolve
+from zwalk.node import Node, describe_lost
 
 IFF_UP, IFF_MULTICAST = 0x1, 0x1000
 SELF_TEST_WAIT = 2.0
@@ -35,13 +36,13 @@ class Check:
     advice: str = ""
 
 
-@click.command()
+@click.command(epilog="Exit status: 0 if no problem was found (warnings allowed), 1 otherwise.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
 @global_options
 @click.pass_context
 def doctor(ctx: click.Context, as_json: bool) -> None:
     """Check interfaces, multicast, mDNS and the node port, and say what to fix."""
-    app = make_app(ctx)
+    app = make_app(ctx, check_interfaces=False)  # a missing interface is a finding here
     checks = run(_checks(app))
     if as_json:
         click.echo(
@@ -54,15 +55,13 @@ def doctor(ctx: click.Context, as_json: bool) -> None:
             )
         )
     else:
-        marks = {
-            "ok": "[green]ok[/]",
-            "warning": "[yellow]warning[/]",
-            "problem": "[red]problem[/]",
-        }
+        style = {"ok": "green", "warning": "yellow", "problem": "red"}
+        width = max(len(level) for level in style)
         for c in checks:
-            app.out.print(f"{marks[c.level]:>20}  [bold]{c.name}[/]: {c.detail}", highlight=False)
+            mark = f"[{style[c.level]}]{c.level:<{width}}[/]"  # padded before the markup
+            app.out.print(f"{mark}  [bold]{c.name}[/]: {c.detail}", highlight=False)
             if c.advice:
-                app.out.print(f"{'':>9}  → {c.advice}", highlight=False)
+                app.out.print(f"{'':<{width}}  → {c.advice}", highlight=False)
     ctx.exit(1 if any(c.level == "problem" for c in checks) else 0)
 
 
@@ -82,7 +81,15 @@ async def _checks(app: App) -> list[Check]:
     try:
         addrs = resolve(cfg.interfaces) if chosen_by_user else default_addresses()
     except ConfigError as e:
-        return [Check("interfaces", "problem", str(e), "list them with `ip addr` or `ipconfig`")]
+        return [
+            Check(
+                "interfaces",
+                "problem",
+                str(e),
+                "give --interface one of this host's addresses or interface names (see "
+                "`ip addr` or `ipconfig`), or leave it out to use every interface",
+            )
+        ]
     names = {str(i.ip): name for name, i in nets}
     listing = ", ".join(f"{names.get(a, '?')} {a}" for a in addrs) or "none"
     if not addrs:
@@ -121,7 +128,7 @@ async def _checks(app: App) -> list[Check]:
     for addr in addrs:
         out.append(await _self_test(addr, names.get(addr, addr)))
     local = control.read_state(cfg.data_dir)
-    out.append(await _others(addrs, exclude=local.node if local is not None else None))
+    out += await _others(app, addrs, exclude=local.node if local is not None else None)
     out.append(await _local_node(app))
     return out
 
@@ -187,33 +194,47 @@ async def _self_test(addr: str, ifname: str) -> Check:
     )
 
 
-async def _others(addrs: list[str], exclude: bytes | None) -> Check:
+async def _others(app: App, addrs: list[str], exclude: bytes | None) -> list[Check]:
+    """Which zwalk nodes announce themselves on the LAN (and the configured or --peer ones),
+    and whether each answers a hello: browse and greet as `zwalk peers` does, from a node of
+    our own that does not listen."""
     if not addrs:
-        return Check("zwalk nodes", "warning", "no interface to look on")
-    found: set[str] = set()
-
-    def on_change(
-        zeroconf: Zeroconf, service_type: str, name: str, state_change: ServiceStateChange
-    ) -> None:
-        own = exclude is not None and name.startswith(f"zwalk-{exclude.hex()}.")
-        if not name.startswith("zwalk-doctor-") and not own:
-            found.add(name)
-
-    azc = AsyncZeroconf(interfaces=addrs, ip_version=IPVersion.V4Only, unicast=True)
-    try:
-        browser = AsyncServiceBrowser(azc.zeroconf, SERVICE_TYPE, handlers=[on_change])
-        await asyncio.sleep(1.5)
-        await browser.async_cancel()
-    finally:
-        await azc.async_close()
-    if found:
-        return Check("zwalk nodes", "ok", f"{len(found)} other node(s) announced on the LAN")
-    return Check(
-        "zwalk nodes",
-        "warning",
-        "no zwalk node answered on mDNS",
-        "start `zwalk serve` on another machine, or name peers with --peer HOST:PORT",
-    )
+        return [Check("zwalk nodes", "warning", "no interface to look on")]
+    cfg = replace(app.cfg, interfaces=tuple(addrs))
+    node = Node(cfg, identity.ephemeral(), listen=False, discover=True)
+    async with running(node):
+        await node.settle(max(1.5, cfg.discovery_wait))
+        await node.hear_back()
+        alive = [m for m in node.membership.alive() if m.node != exclude]
+        lost = [x for x in node.membership.lost.values() if x.node != exclude]
+    out = []
+    if alive:
+        names = ", ".join(f"{m.name} at {m.endpoint}" for m in alive[:8])
+        more = f" and {len(alive) - 8} more" if len(alive) > 8 else ""
+        answered = f"{plural(len(alive), 'other node')} answered: {names}{more}"
+        out.append(Check("zwalk nodes", "ok", answered))
+    elif not lost:
+        out.append(
+            Check(
+                "zwalk nodes",
+                "warning",
+                "no zwalk node answered on mDNS",
+                "start `zwalk serve` on another machine, or name peers with --peer HOST:PORT",
+            )
+        )
+    if lost:
+        port = cfg.port or DEFAULT_PORT
+        out.append(
+            Check(
+                "reachability",
+                "problem",
+                f"{plural(len(lost), 'node')} seen but not reachable: "
+                + "; ".join(describe_lost(x) for x in lost),
+                f"on those hosts, allow incoming TCP on the zwalk port (default {port}) in the "
+                "firewall, and check that they serve on an address of this LAN (--interface)",
+            )
+        )
+    return out
 
 
 async def _local_node(app: App) -> Check:

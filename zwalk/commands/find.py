@@ -1,8 +1,8 @@
-# `zwalk find QUERY`: search the peers, list the hits, fetch the best one (or all).
+# `zwalk find QUERY`: search the peers, list the hits, fetch the best one (or all, or a pick).
 #
 # The command gathers plain data into one report dict, then renders it either as text or as the
 # JSON document described in docs/CLI.md. Exit status: 0 found (and fetched), 1 not found,
-# 2 usage or configuration error, 3 found but the download failed.
+# 2 usage or configuration error, 3 found but the download failed, 130 interrupted.
 from __future__ import annotations
 
 import asyncio
@@ -11,47 +11,60 @@ import functools
 import json
 import logging
 import sys
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import click
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
+from rich.cells import cell_len
 
 from zwalk import control, identity
 from zwalk import protocol as p
-from zwalk.app import App, run, running
+from zwalk.app import App, client_node, describe, meet_named, plural, run, running
 from zwalk.cli import (
     EXIT_DOWNLOAD_FAILED,
     EXIT_INTERRUPTED,
     EXIT_NOT_FOUND,
     EXIT_OK,
+    EXIT_USAGE,
     global_options,
     make_app,
 )
 from zwalk.config import Endpoint
-from zwalk.download import DownloadError, DownloadResult, download
+from zwalk.download import (
+    DownloadError,
+    DownloadResult,
+    OutDirError,
+    already_saved,
+    check_out_dir,
+    download,
+    part_path,
+)
 from zwalk.finder import FindResult, SearchOptions, run_find
 from zwalk.node import Node, PeerLink
-from zwalk.query import Query, parse_query
+from zwalk.query import Query, is_bare_cid, parse_query
+from zwalk.render import TransferBar, mib_per_s, pad, peer_label
+from zwalk.units import mib
 from zwalk.walk import Strategy
 
 log = logging.getLogger(__name__)
 
+# A search for every version of a name goes on this long after its first hit (or as long again
+# as that hit took), unless every peer has been asked sooner.
+LINGER = 1.0
 
-@click.command()
+EXIT_CODES = (
+    "Exit status: 0 found (and downloaded unless --no-download), 1 not found, 2 usage or "
+    "configuration error, 3 found but the download failed, 130 interrupted."
+)
+
+
+@click.command(epilog=EXIT_CODES)
 @click.argument("query")
 @click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
-    help="Download folder (default: ./downloaded).",
+    help="Download folder (default: the running local node's download folder, else ./downloaded).",
 )
 @click.option(
     "--timeout",
@@ -60,6 +73,12 @@ log = logging.getLogger(__name__)
 )
 @click.option("--no-download", is_flag=True, help="List the hits only.")
 @click.option("--all", "all_", is_flag=True, help="Fetch every distinct hit, not just the best.")
+@click.option(
+    "--pick",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Fetch the Nth hit of the list instead of the best (the first).",
+)
 @click.option("-i", "--ignore-case", is_flag=True, help="Match names case-insensitively.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
 @click.option("--trace", is_flag=True, help="Show each hop: peer, latency, verdict.")
@@ -71,7 +90,8 @@ log = logging.getLogger(__name__)
 @click.option(
     "--walkers",
     type=click.IntRange(1, p.MAX_WALKERS // 2),
-    help="Most walkers for kwalk (default 16; it starts with 2 and adds more).",
+    help="Most walkers for kwalk (default 16; it starts with 1 and doubles them while "
+    "nothing is found).",
 )
 @click.option(
     "--ttl",
@@ -87,6 +107,7 @@ def find(
     timeout: float | None,
     no_download: bool,
     all_: bool,
+    pick: int | None,
     ignore_case: bool,
     as_json: bool,
     trace: bool,
@@ -96,30 +117,58 @@ def find(
 ) -> None:
     """Find QUERY on the LAN and download it.
 
-    QUERY is an exact file name, a glob such as '*.iso' (quote it), or a content id 'b3:<hex>'
-    as printed by b3sum."""
-    app = make_app(
-        ctx, downloads=out, find_timeout=timeout, strategy=strategy, walkers=walkers, ttl=ttl
-    )
+    QUERY is an exact file name, a glob such as '*.iso' (quote it), or a content id: 'b3:'
+    and 64 hex digits, or the 64 hex digits alone as b3sum prints them. The hits are listed
+    best first (most holders, then the newest); the first is fetched unless --pick, --all or
+    --no-download say otherwise."""
+    if pick is not None and all_:
+        raise click.UsageError("--pick fetches one hit and --all every hit: choose one")
+    app = make_app(ctx, find_timeout=timeout, strategy=strategy, walkers=walkers, ttl=ttl)
     try:
         q = parse_query(query, icase=ignore_case)
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="QUERY") from None
+    if is_bare_cid(query) and not as_json:
+        app.info(f"taking {query.strip()[:12]}… as a content id ({q.pattern[:15]}…)")
+    local = control.read_state(app.cfg.data_dir)
+    out_dir = _out_dir(app, out, local)
+    if not no_download:
+        try:
+            check_out_dir(out_dir)
+        except OutDirError as e:
+            app.error(str(e))
+            ctx.exit(EXIT_USAGE)
+        shared = next((s for s in (local.shares if local else ()) if _inside(out_dir, s)), None)
+        if shared is not None and not as_json:
+            app.warn(
+                f"{out_dir} is inside {shared}, which the local node shares: what you fetch "
+                "there is shared too"
+            )
+    state = _State()
     try:
         report, code = run(
             _find(
                 app,
                 query,
                 q,
+                out_dir.absolute(),
                 no_download=no_download,
                 all_=all_,
+                pick=pick,
                 show_progress=not as_json and sys.stderr.isatty(),
+                say=(lambda _: None) if as_json else app.info,
+                state=state,
             )
         )
     except KeyboardInterrupt:
-        # What was verified stays in the .part beside its progress record.
-        app.error("interrupted; run the same find again to go on from where it stopped")
+        if state.fetching:  # what was verified stays in the .part beside its progress record
+            app.error("interrupted; run the same find again to go on from where it stopped")
+        else:
+            app.error("interrupted")
         ctx.exit(EXIT_INTERRUPTED)
+    except OSError as e:  # this command's own node could not start (say, its port)
+        app.error(describe(e))
+        ctx.exit(EXIT_USAGE)
     if as_json:
         click.echo(json.dumps(report, indent=2))
     else:
@@ -127,22 +176,50 @@ def find(
     ctx.exit(code)
 
 
-def _options(app: App, all_: bool) -> SearchOptions:
+@dataclass(slots=True)
+class _State:
+    fetching: bool = False  # a download is under way (Ctrl-C now keeps a resumable .part)
+
+
+def _out_dir(app: App, out: Path | None, local: control.LocalNode | None) -> Path:
+    """Where downloads go: --out; else the running local node's download folder (which it never
+    shares); else [share] downloads (default ./downloaded, from where zwalk runs)."""
+    if out is not None:
+        return out
+    if local is not None and local.downloads is not None:
+        return local.downloads
+    return app.cfg.downloads
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        return path.resolve().is_relative_to(folder.resolve())
+    except OSError:
+        return False
+
+
+def _options(app: App, q: Query, all_: bool, no_download: bool) -> SearchOptions:
+    """A list, --all, or a name or glob (which may come in several versions) looks at every
+    peer; a content id is one file, and holders found later join its download."""
     cfg = app.cfg
     strategy = Strategy(cfg.strategy)
     ttl = cfg.ttl or (64 if strategy is Strategy.KWALK else 2)
+    every = all_ or no_download or q.kind is not p.QueryKind.CID
     return SearchOptions(
         strategy=strategy,
         timeout=cfg.find_timeout,
-        want=p.MAX_HITS if all_ else 1,
+        want=p.MAX_HITS if every else 1,
         walkers=cfg.walkers,
         initial=min(cfg.initial_walkers, cfg.walkers),
         ttl=ttl,
         check_every=cfg.check_every,
+        linger=LINGER if every else None,
     )
 
 
-def _find_msg(local: control.LocalNode, q: Query, opts: SearchOptions) -> p.Find:
+def _find_msg(
+    local: control.LocalNode, q: Query, opts: SearchOptions, peers: tuple[p.Address, ...] = ()
+) -> p.Find:
     return p.Find(
         req=1,
         token=local.token,
@@ -156,7 +233,18 @@ def _find_msg(local: control.LocalNode, q: Query, opts: SearchOptions) -> p.Find
         check_every=opts.check_every,
         timeout_ms=int(opts.timeout * 1000),
         want=opts.want,
+        peers=peers,
+        linger_ms=int(opts.linger * 1000) if opts.linger else 0,
     )
+
+
+async def _ask_local(app: App, q: Query, opts: SearchOptions) -> FindResult | None:
+    local = control.read_state(app.cfg.data_dir)
+    if local is None:
+        return None
+    msg = _find_msg(local, q, opts, app.named)
+    reply = await control.request(local, msg, opts.timeout + app.status_timeout + 5)
+    return FindResult.from_wire(reply, opts.strategy) if isinstance(reply, p.FindOk) else None
 
 
 async def _search(
@@ -167,97 +255,219 @@ async def _search(
     cfg = app.cfg
     local = control.read_state(cfg.data_dir)
     if local is not None:
-        reply = await control.request(local, _find_msg(local, q, opts), opts.timeout + 5)
-        if isinstance(reply, p.FindOk):
-            result = FindResult.from_wire(reply, opts.strategy)
-            holders = {Endpoint(h.host, h.port) for f in result.found for h in f.holders if h.port}
+        log.info("searching through the local node %s (pid %d)", local.name, local.pid)
+        result = await _ask_local(app, q, opts)
+        if result is not None:
+            holders = _holder_endpoints(result.found)
             dl_cfg = replace(cfg, peers=tuple(holders) + cfg.peers)
             node = await stack.enter_async_context(
                 running(Node(dl_cfg, identity.ephemeral(), listen=False))
             )
-
             # Only the holders matter to this node: no need to wait for discovery to go quiet.
             await node.wait_until(functools.partial(node.answered, holders), cfg.reply_timeout)
             return result, "local-node", node
         app.warn("the local node did not answer its control endpoint; searching without it")
-    # A temporary node that listens (walkers report hits to it) but does not announce itself.
-    node = await stack.enter_async_context(
-        running(
-            Node(
-                replace(cfg, port=0),
-                identity.ephemeral(),
-                listen=True,
-                discover=True,
-                announce=False,
-            )
-        )
-    )
+    node = await stack.enter_async_context(running(client_node(app, listen=True)))
+    log.info("no local node: browsing mDNS on %s", ", ".join(node.mdns_addresses))
+    await meet_named(app, node)
     await node.settle(cfg.discovery_wait)
-    return await run_find(node, q, opts), "discovery", node
+    if not node.neighbours():  # nobody to ask: wait to say why those seen do not answer
+        await node.hear_back()
+    log.info("%d live peers: %s", len(node.neighbours()), _peer_list(node))
+    return await _search_from(node, q, opts), "discovery", node
+
+
+def _peer_list(node: Node) -> str:
+    return ", ".join(
+        f"{peer_label(m.name, m.node)} at {m.endpoint}" for m in node.membership.alive()
+    )
+
+
+async def _search_from(node: Node, q: Query, opts: SearchOptions) -> FindResult:
+    result = await run_find(node, q, opts)
+    result.errors = node.problems()
+    return result
+
+
+def _holder_endpoints(found: list[p.FoundFile]) -> list[Endpoint]:
+    return list(dict.fromkeys(Endpoint(h.host, h.port) for f in found for h in f.holders if h.port))
+
+
+async def _search_again(
+    app: App,
+    q: Query,
+    opts: SearchOptions,
+    via: str,
+    node: Node,
+    changed: p.FoundFile,
+    seen: set[bytes],
+) -> p.FoundFile | None:
+    """The file changed on its holders while we fetched it: search again (their rescan takes a
+    moment) until a file of that name turns up whose contents the first search had not seen
+    (another version it listed is not this one's new state), or time is up."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + app.cfg.find_timeout
+    while loop.time() < deadline:
+        await asyncio.sleep(1.0)
+        result = await _ask_local(app, q, opts) if via == "local-node" else None
+        if result is None:
+            result = await _search_from(node, q, opts)
+        for f in result.found:
+            if f.name == changed.name and f.cid not in seen:
+                await node.meet(_holder_endpoints([f]), app.cfg.reply_timeout)
+                return f
+    return None
 
 
 async def _find(
-    app: App, text: str, q: Query, *, no_download: bool, all_: bool, show_progress: bool
+    app: App,
+    text: str,
+    q: Query,
+    out_dir: Path,
+    *,
+    no_download: bool,
+    all_: bool,
+    pick: int | None,
+    show_progress: bool,
+    say: Any,
+    state: _State,
 ) -> tuple[dict[str, Any], int]:
-    opts = _options(app, all_)
+    opts = _options(app, q, all_, no_download)
     report: dict[str, Any] = {
         "query": {"text": text, "kind": str(q.kind), "pattern": q.pattern, "ignore_case": q.icase},
         "status": "not-found",
         "hits": [],
+        "local": [],
+        "out": str(out_dir),
         "download": None,
         "downloads": [],
+        "failed": [],
         "errors": [],
         "walk": None,
     }
     async with contextlib.AsyncExitStack() as stack:
         result, via, node = await _search(app, q, opts, stack)
+        log.info(
+            "%s search: %d hits, %d of %d peers visited, %d messages, %.0f ms",
+            result.strategy,
+            len(result.found),
+            result.visited,
+            result.known,
+            result.messages,
+            result.elapsed * 1000,
+        )
         report["peers_via"] = via
+        report["errors"] += result.errors
         report["walk"] = _walk_report(result)
         report["hits"] = [_hit_report(f) for f in result.found]
-        if not result.found:
+        report["local"] = [_local_report(h) for h in result.local]
+        if not result.found and not result.local:
             return report, EXIT_NOT_FOUND
         report["status"] = "found"
         if no_download:
             return report, EXIT_OK
-        failed = False
-        for f in result.found if all_ else result.found[:1]:
-            links = [
-                node.links[ep] for h in f.holders if (ep := Endpoint(h.host, h.port)) in node.links
-            ]
-            more: asyncio.Queue[PeerLink] = asyncio.Queue()
+        ours = {h.cid: h for h in result.local}
+        if not result.found:  # only this node has it
+            return report, EXIT_OK
+        if pick is not None and pick > len(result.found):
+            report["status"] = "bad-pick"
+            report["errors"].append(f"--pick {pick}: there are only {len(result.found)} hits")
+            return report, EXIT_USAGE
+        chosen = result.found if all_ else [result.found[(pick or 1) - 1]]
+        seen = {f.cid for f in result.found}
+        for f in chosen:
+            if f.cid in ours:
+                continue  # the user has it already, where the list says
+            entry = await _fetch_one(
+                app, q, opts, via, node, f, out_dir, show_progress, say, state, seen
+            )
+            if "path" in entry:
+                report["downloads"].append(entry)
+            else:
+                report["failed"].append(entry)
+                report["errors"].append(f"{entry['name']}: {entry['error']}")
+        report["download"] = report["downloads"][0] if report["downloads"] else None
+        if report["failed"]:
+            report["status"] = "download-failed"
+            return report, EXIT_DOWNLOAD_FAILED
+        report["status"] = "downloaded" if report["downloads"] else "found"
+        return report, EXIT_OK
+
+
+async def _fetch_one(
+    app: App,
+    q: Query,
+    opts: SearchOptions,
+    via: str,
+    node: Node,
+    f: p.FoundFile,
+    out_dir: Path,
+    show_progress: bool,
+    say: Any,
+    state: _State,
+    seen: set[bytes],
+) -> dict[str, Any]:
+    """Download one hit (unless it is there already); the report entry of the download, or of
+    the failure."""
+    present = await asyncio.to_thread(already_saved, out_dir, f.name, f.cid, f.size)
+    if present is not None:
+        return _download_report(f, present, None)
+    note = ""
+    for attempt in (1, 2):
+        links = [node.links[ep] for ep in _holder_endpoints([f]) if ep in node.links]
+        say(_announce(f, out_dir, links))
+        more: asyncio.Queue[PeerLink] = asyncio.Queue()
+        gathering = None
+        if opts.want == 1:  # the search stopped at the first hit: look for every holder
             gathering = asyncio.create_task(_gather_holders(app, node, f, opts, via, more))
-            try:
-                if not links:
-                    raise DownloadError("no holder of it answers")
-                got = await _fetch(app, f, links, show_progress, more)
-            except DownloadError as e:
-                report["errors"].append(f"{f.name}: {e}")
-                failed = True
-                continue
-            finally:
+        state.fetching = True  # until it ends: Ctrl-C now leaves a .part to resume
+        try:
+            if not links:
+                raise DownloadError("none of its holders answers")
+            got = await _fetch(app, f, links, out_dir, show_progress, more)
+        except DownloadError as e:
+            state.fetching = False
+            if e.changed and attempt == 1 and q.kind is not p.QueryKind.CID:
+                say(f"{f.name} changed on its holders while it was being fetched; searching again")
+                newer = await _search_again(app, q, opts, via, node, f, seen)
+                if newer is not None:
+                    note = f"the version found first ({p.cid_to_text(f.cid)[:15]}…) had changed"
+                    await asyncio.to_thread(_forget_part, out_dir, f)  # that version is gone
+                    f = newer
+                    continue
+            return _failure_report(f, e)
+        finally:
+            if gathering is not None:
                 gathering.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await gathering
-            report["downloads"].append(
-                {
-                    "name": f.name,
-                    "path": str(got.path.absolute()),
-                    "cid": p.cid_to_text(got.cid),
-                    "bytes": got.size,
-                    "sources": got.sources,
-                    "excluded": got.excluded,
-                    "seconds": round(got.seconds, 4),
-                    "already_present": got.already_present,
-                    "fetched_bytes": got.fetched_bytes,
-                    "resumed_bytes": got.resumed_bytes,
-                    "received_bytes": got.received_bytes,
-                    "end_game_requests": got.duplicate_requests,
-                    "bytes_by_source": got.bytes_by_source,
-                }
-            )
-        report["download"] = report["downloads"][0] if report["downloads"] else None
-        report["status"] = "download-failed" if failed else "downloaded"
-        return report, EXIT_DOWNLOAD_FAILED if failed else EXIT_OK
+        state.fetching = False
+        return _download_report(f, got.path, got, note)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _forget_part(out_dir: Path, f: p.FoundFile) -> None:
+    """Remove the .part (and its record) of a version no holder has any more."""
+    part = part_path(out_dir, f.name, f.cid)
+    for path in (part, part.with_name(part.name + ".progress")):
+        with contextlib.suppress(OSError):
+            path.unlink()
+
+
+def _announce(f: p.FoundFile, out_dir: Path, links: list[PeerLink]) -> str:
+    who = ", ".join(
+        peer_label(link.info.name, link.info.node) if link.info else str(link.endpoint)
+        for link in links[:4]
+    )
+    more = f" and {len(links) - 4} more" if len(links) > 4 else ""
+    resume = ""
+    part = part_path(out_dir, f.name, f.cid)
+    if part.exists():
+        resume = " (resuming what an earlier attempt verified)"
+    return (
+        f"fetching {f.name} ({mib(f.size)}, {p.cid_to_text(f.cid)[:15]}…) from "
+        f"{plural(len(links), 'holder')}: {who}{more}, into {out_dir}{resume}"
+    )
 
 
 async def _gather_holders(
@@ -274,16 +484,10 @@ async def _gather_holders(
     cid_query = Query(kind=p.QueryKind.CID, pattern=p.cid_to_text(f.cid), icase=False)
     wide = replace(opts, want=2)
     try:
-        if via == "local-node":
-            local = control.read_state(app.cfg.data_dir)
-            if local is None:
+        result = await _ask_local(app, cid_query, wide) if via == "local-node" else None
+        if result is None:
+            if via == "local-node":
                 return  # the local node went away; the download node cannot walk itself
-            msg = _find_msg(local, cid_query, wide)
-            reply = await control.request(local, msg, wide.timeout + 5)
-            if not isinstance(reply, p.FindOk):
-                return
-            result = FindResult.from_wire(reply, wide.strategy)
-        else:
             result = await run_find(node, cid_query, wide)
     except Exception as e:  # more holders are a bonus: the download goes on without them
         log.info("looking for more holders failed: %s", e)
@@ -313,37 +517,31 @@ async def _fetch(
     app: App,
     f: p.FoundFile,
     links: list[PeerLink],
+    out_dir: Path,
     show_progress: bool,
     more: asyncio.Queue[PeerLink] | None = None,
 ) -> DownloadResult:
-    cfg = app.cfg
     fetch = functools.partial(
         download,
         links,
         cid=f.cid,
         name=f.name,
         size=f.size,
-        out_dir=cfg.downloads,
-        options=cfg.transfer_options(),
+        out_dir=out_dir,
+        options=app.cfg.transfer_options(),
         more_holders=more,
     )
     if not show_progress:
         return await fetch()
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        TimeRemainingColumn(),
-        TextColumn("{task.fields[sources]} src"),
-    )
-    with Progress(*columns, console=app.err, transient=True) as bar:
-        task = bar.add_task(f.name, total=f.size, sources=0)
+    with TransferBar(app.err, f.name) as bar:
+        return await fetch(progress=bar.update)
 
-        def update(done: int, total: int, sources: int) -> None:
-            bar.update(task, completed=done, total=total, sources=sources)
 
-        return await fetch(progress=update)
+# --- the report -------------------------------------------------------------------------------
+
+
+def _holder_report(h: p.Holder) -> dict[str, Any]:
+    return {"node": h.node.hex(), "name": h.name, "endpoint": f"{h.host}:{h.port}", "path": h.path}
 
 
 def _hit_report(f: p.FoundFile) -> dict[str, Any]:
@@ -351,10 +549,47 @@ def _hit_report(f: p.FoundFile) -> dict[str, Any]:
         "name": f.name,
         "size": f.size,
         "cid": p.cid_to_text(f.cid),
-        "holders": [
-            {"node": h.node.hex(), "name": h.name, "endpoint": f"{h.host}:{h.port}", "path": h.path}
-            for h in f.holders
-        ],
+        "mtime_ms": f.mtime_ms or None,
+        "holders": [_holder_report(h) for h in f.holders],
+    }
+
+
+def _local_report(h: p.LocalHit) -> dict[str, Any]:
+    return {"name": h.name, "size": h.size, "cid": p.cid_to_text(h.cid), "path": h.path}
+
+
+def _download_report(
+    f: p.FoundFile, path: Path, got: DownloadResult | None, note: str = ""
+) -> dict[str, Any]:
+    """A finished download; `got` is None when an identical file was there already."""
+    return {
+        "name": f.name,
+        "path": str(path.absolute()),
+        "cid": p.cid_to_text(f.cid),
+        "bytes": f.size,
+        "sources": got.sources if got else [],
+        "excluded": got.excluded if got else {},
+        "seconds": round(got.seconds, 4) if got else 0.0,
+        "already_present": got.already_present if got else True,
+        "fetched_bytes": got.fetched_bytes if got else 0,
+        "resumed_bytes": got.resumed_bytes if got else 0,
+        "received_bytes": got.received_bytes if got else 0,
+        "end_game_requests": got.duplicate_requests if got else 0,
+        "bytes_by_source": got.bytes_by_source if got else {},
+        "note": note,
+    }
+
+
+def _failure_report(f: p.FoundFile, e: DownloadError) -> dict[str, Any]:
+    return {
+        "name": f.name,
+        "cid": p.cid_to_text(f.cid),
+        "bytes": f.size,
+        "error": str(e),
+        "part": str(e.part.absolute()) if e.part else None,
+        "kept_bytes": e.kept,
+        "allocated_bytes": e.allocated,
+        "changed": e.changed,
     }
 
 
@@ -381,66 +616,138 @@ def _walk_report(r: FindResult) -> dict[str, Any]:
     }
 
 
-def _human_size(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if size < 1024 or unit == "TiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"
+# --- the text ---------------------------------------------------------------------------------
 
 
 def _render(app: App, r: dict[str, Any], trace: bool) -> None:
-    for problem in r["errors"]:
-        app.warn(problem)
+    """Hits on stdout; on stderr the warnings first, the outcome of each download, and (if
+    something failed) one error line last, so a failure is what the user sees at the end."""
     walk = r["walk"]
     if trace and walk:
         for i, hop in enumerate(walk["trace"], 1):
             who = hop["name"] or (hop["node"] or "?")[:12]
             app.info(f"hop {i}: {who} {hop['latency_ms']:.1f} ms {hop['verdict']}")
-    if not r["hits"] and walk["peers_known"] == 0:
+    failures = {f"{f['name']}: {f['error']}" for f in r["failed"]}
+    for problem in r["errors"]:
+        if (r["hits"] or r["local"] or walk["peers_known"]) and problem not in failures:
+            app.warn(problem)
+    if not r["hits"] and not r["local"]:
+        app.error(_not_found(r))
+        return
+    _hit_table(app, r)
+    for d in r["downloads"]:
+        app.info(_saved(d))
+    attempted = len(r["downloads"]) + len(r["failed"])
+    if len(r["hits"]) > 1 and attempted == 1:
+        app.info(
+            f"{plural(len(r['hits']) - 1, 'other hit')} listed above: fetch one with --pick N, "
+            "or all of them with --all"
+        )
+    mine = {h["cid"]: h for h in r["local"]}
+    best = (r["hits"] or r["local"])[0]
+    if best["cid"] in mine and not attempted and r["status"] != "bad-pick":
+        app.info(f"you share this already, at {mine[best['cid']]['path']}: nothing to fetch")
+    if r["status"] == "bad-pick":
+        app.error(r["errors"][-1])
+    failed = r["failed"]
+    if len(failed) > 1:
+        for f in failed:
+            app.warn(f"{f['name']}: {f['error']}")
+    if failed:
+        app.error(_failure_line(failed))
+
+
+def _not_found(r: dict[str, Any]) -> str:
+    walk, q = r["walk"], r["query"]
+    if walk["peers_known"] == 0:
+        if r["errors"]:
+            return (
+                "no peer answered; tried: "
+                + "; ".join(r["errors"])
+                + ". Check the address and port, or run `zwalk doctor`"
+            )
         how = (
             "the local node knows no live peer"
             if r.get("peers_via") == "local-node"
             else "nothing answered on mDNS"
         )
-        app.error(
-            f"no peers found ({how}): is a zwalk node running on the LAN? Name one with "
-            "--peer HOST:PORT, or run `zwalk doctor`"
+        return (
+            f"no peers found ({how}): is `zwalk serve` running on another machine of this "
+            "LAN? Name one with --peer HOST[:PORT], or run `zwalk doctor`"
         )
-        return
-    if not r["hits"]:
-        app.error(
-            f"not found: {r['query']['text']!r} (asked {walk['peers_visited']} of "
-            f"{walk['peers_known']} peers in {walk['elapsed_ms']:.0f} ms)"
+    asked = f"{walk['peers_visited']} of {plural(walk['peers_known'], 'peer')}"
+    hints = []
+    if q["kind"] != "cid" and not q["ignore_case"]:
+        hints.append("names match case-sensitively: try -i")
+    if q["kind"] == "name":
+        hints.append(f"or a glob such as '*{q['pattern']}*'")
+    hints.append("hidden files (a name starting with '.') and .part files are never shared")
+    return f"not found: {q['text']!r} (asked {asked} in {walk['elapsed_ms']:.0f} ms). " + "; ".join(
+        hints
+    )
+
+
+def _hit_table(app: App, r: dict[str, Any]) -> None:
+    """Plain aligned columns, never truncated: content ids must survive copy-paste and pipes.
+    Numbered when there is a choice (for --pick)."""
+    mine = {h["cid"]: h for h in r["local"]}
+    rows = []
+    for h in r["hits"]:
+        holders = ", ".join(
+            peer_label(x["name"], bytes.fromhex(x["node"]), x["endpoint"]) for x in h["holders"]
         )
-        return
-    # Plain aligned columns, never truncated: content ids must survive copy-paste and pipes.
-    rows = [
-        (
-            h["name"],
-            _human_size(h["size"]),
-            h["cid"],
-            ", ".join(x["name"] or x["endpoint"] for x in h["holders"]),
-        )
-        for h in r["hits"]
-    ]
-    wn = max(len(x[0]) for x in rows)
+        if h["cid"] in mine:
+            holders += ", and this node"
+        rows.append((h["name"], mib(h["size"]), h["cid"], holders))
+    seen = {h["cid"] for h in r["hits"]}
+    for h in r["local"]:
+        if h["cid"] not in seen:
+            rows.append((h["name"], mib(h["size"]), h["cid"], f"this node, at {h['path']}"))
+    numbered = len(rows) > 1
+    wn = max(cell_len(x[0]) for x in rows)
     ws = max(len(x[1]) for x in rows)
-    for name, size, cid, holders in rows:
+    for i, (name, size, cid, holders) in enumerate(rows, 1):
+        number = f"{i:>{len(str(len(rows)))}}  " if numbered else ""
         app.out.print(
-            f"{name:<{wn}}  {size:>{ws}}  {cid}  {holders}", highlight=False, markup=False
+            f"{number}{pad(name, wn)}  {size:>{ws}}  {cid}  {holders}",
+            highlight=False,
+            markup=False,
         )
-    for d in r["downloads"]:
-        # the rate of what came over the network this time, not of what a resume found
-        rate = d["fetched_bytes"] / d["seconds"] / 1e6 if d["seconds"] > 0 else 0.0
-        verb = "already had" if d["already_present"] else "saved"
-        resumed = (
-            f", {_human_size(d['resumed_bytes'])} of it kept from an earlier attempt"
-            if d["resumed_bytes"]
-            else ""
+
+
+def _saved(d: dict[str, Any]) -> str:
+    if d["already_present"] and not d["fetched_bytes"]:
+        return f"already here: {d['path']} ({mib(d['bytes'])}, same content id); nothing fetched"
+    # the rate of what came over the network this time, not of what a resume found
+    rate = d["fetched_bytes"] / d["seconds"] if d["seconds"] > 0 else 0.0
+    resumed = (
+        f", {mib(d['resumed_bytes'])} of it kept from an earlier attempt"
+        if d["resumed_bytes"]
+        else ""
+    )
+    who = ", ".join(s.split(" at ")[0] for s in d["sources"]) or "?"
+    note = f" ({d['note']})" if d["note"] else ""
+    return (
+        f"saved {d['path']} ({mib(d['bytes'])}, verified{resumed}) from {who} in "
+        f"{d['seconds']:.1f} s, {mib_per_s(rate)}{note}"
+    )
+
+
+def _failure_line(failed: list[dict[str, Any]]) -> str:
+    """One line: what failed, why (each source named once), what is kept, how to go on."""
+    if len(failed) > 1:
+        names = ", ".join(f["name"] for f in failed)
+        return f"{len(failed)} downloads failed ({names}); run the same find again to resume them"
+    f = failed[0]
+    line = f"{f['name']} was not downloaded: {f['error']}."
+    if f["part"] and f["kept_bytes"]:
+        line += (
+            f" {mib(f['kept_bytes'])} of {mib(f['bytes'])} verified and kept in {f['part']}"
+            f" ({mib(f['allocated_bytes'])} on disk); run the same find again to resume."
         )
-        app.info(
-            f"{verb} {d['path']} ({_human_size(d['bytes'])}, verified{resumed}) from "
-            f"{len(d['sources'])} source(s) in {d['seconds']:.2f} s, {rate:.0f} MB/s"
+    elif f["part"]:
+        line += (
+            f" {f['part']} holds nothing verified yet but takes {mib(f['allocated_bytes'])} on"
+            " disk; run the same find again to retry, or remove it."
         )
+    return line

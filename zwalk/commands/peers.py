@@ -8,37 +8,50 @@ import time
 from typing import Any
 
 import click
+from rich.console import Group
 from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
 from zwalk import control
 from zwalk import protocol as p
-from zwalk.app import App, peer_source, run, running
-from zwalk.cli import global_options, make_app
+from zwalk.app import App, client_node, meet_named, plural, run, running
+from zwalk.cli import EXIT_NOT_FOUND, EXIT_OK, global_options, make_app
 from zwalk.node import Node
 
 
-@click.command()
+@click.command(
+    epilog="Exit status: 0 if a live peer was found, 1 if none, 2 for a usage or configuration "
+    "error."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
 @click.option("--watch", is_flag=True, help="Keep a live table on screen until Ctrl-C.")
 @click.option("--all", "show_all", is_flag=True, help="Include peers still being contacted.")
 @global_options
 @click.pass_context
 def peers(ctx: click.Context, as_json: bool, watch: bool, show_all: bool) -> None:
-    """List the peers this node can see (through the running node, or by asking the LAN)."""
+    """List the peers this node can see (through the running node, or by asking the LAN).
+
+    Peers named with --peer are asked too, and listed if they answer; those that do not are
+    listed below the table with the reason."""
     app = make_app(ctx)
     if watch and as_json:
         raise click.UsageError("--watch shows a live table; use --json without it")
     try:
-        run(_watch(app, show_all) if watch else _once(app, as_json, show_all))
+        found = run(_watch(app, show_all) if watch else _once(app, as_json, show_all))
     except KeyboardInterrupt:
-        pass
+        found = True
+    ctx.exit(EXIT_OK if found else EXIT_NOT_FOUND)
 
 
-async def _gather(node: Node | None, local: control.LocalNode | None) -> dict[str, Any] | None:
+async def _gather(
+    app: App, node: Node | None, local: control.LocalNode | None
+) -> dict[str, Any] | None:
     """One snapshot: from the local node's control endpoint, or from our own temporary node;
     None when the local node stopped answering and there is no node of our own."""
-    status = await control.status(local) if local is not None else None
+    status = (
+        await control.status(local, app.status_timeout, app.named) if local is not None else None
+    )
     if status is not None:
         return report(status, "local-node")
     return report(node.status(), "discovery") if node is not None else None
@@ -70,6 +83,17 @@ def report(status: p.StatusOk, via: str) -> dict[str, Any]:
             }
         )
     rows.sort(key=lambda r: (r["name"], r["node"] or ""))
+    unreachable = [
+        {
+            "node": f.node.hex() if f.node else None,
+            "name": f.name,
+            "endpoint": f"{f.host}:{f.port}",
+            "learned": [{"how": x.how, "detail": x.detail} for x in f.learned],
+            "reason": f.reason,
+            "ago_s": round(f.ago_ms / 1000, 3),
+        }
+        for f in status.failed
+    ]
     this = None
     if via == "local-node":
         this = {
@@ -79,15 +103,14 @@ def report(status: p.StatusOk, via: str) -> dict[str, Any]:
             "bytes": status.bytes,
             "endpoints": [f"{e.host}:{e.port}" for e in status.endpoints],
         }
-    return {"via": via, "self": this, "peers": rows}
+    return {"via": via, "self": this, "peers": rows, "unreachable": unreachable}
 
 
 def _table(doc: dict[str, Any], show_all: bool) -> Table:
     via = "the local node" if doc["via"] == "local-node" else "mDNS"
     rows = [r for r in doc["peers"] if show_all or r["state"] == "alive"]
-    table = Table(
-        title=f"{len(rows)} peers (via {via})", box=None, header_style="bold", title_justify="left"
-    )
+    title = f"{plural(len(rows), 'peer')} (via {via})"
+    table = Table(title=title, box=None, header_style="bold", title_justify="left")
     for col, kw in (
         ("node", {"no_wrap": True}),
         ("name", {}),
@@ -129,34 +152,66 @@ def _ago(seconds: float) -> str:
     return f"{s // 3600}h{s % 3600 // 60:02d}m"
 
 
-async def _once(app: App, as_json: bool, show_all: bool) -> None:
+def _render(app: App, doc: dict[str, Any], show_all: bool) -> Group:
+    """The table, then the peers that did not answer, or a hint when there is nothing."""
+    parts: list[Any] = []
+    alive = [r for r in doc["peers"] if r["state"] == "alive"]
+    if alive or (show_all and doc["peers"]):
+        parts.append(_table(doc, show_all))
+    else:
+        where = (
+            "the local node knows no live peer"
+            if doc["via"] == "local-node"
+            else f"nothing answered on mDNS within {app.cfg.discovery_wait:g} s"
+        )
+        parts.append(Text(f"no peers found: {where}", style="bold"))
+    if doc["unreachable"]:
+        parts.append(Text("did not answer:", style="yellow"))
+        for u in doc["unreachable"]:
+            who = f"{u['name']} ({u['node'][:12]}) at " if u["node"] else ""
+            parts.append(Text(f"  {who}{u['endpoint']}: {u['reason']}", style="yellow"))
+    if not alive:
+        parts.append(
+            Text(
+                "Is `zwalk serve` running on another machine of this LAN? Name one with "
+                "--peer HOST[:PORT], or run `zwalk doctor` to see what blocks discovery."
+            )
+        )
+    return Group(*parts)
+
+
+async def _once(app: App, as_json: bool, show_all: bool) -> bool:
     local = control.read_state(app.cfg.data_dir)
-    doc = await _gather(None, local) if local is not None else None
+    doc = await _gather(app, None, local) if local is not None else None
     if doc is None:
-        node, _ = await peer_source(app)
+        node = client_node(app)
         async with running(node):
+            await meet_named(app, node)
             await node.settle(app.cfg.discovery_wait)
-            doc = await _gather(node, None)
+            await node.hear_back()  # a peer that does not answer is listed with the reason
+            doc = await _gather(app, node, None)
     assert doc is not None  # noqa: S101 -- a node of our own always answers
     if as_json:
         click.echo(json.dumps(doc, indent=2))
     else:
-        app.out.print(_table(doc, show_all))
+        app.out.print(_render(app, doc, show_all))
+    return any(r["state"] == "alive" for r in doc["peers"])
 
 
-async def _watch(app: App, show_all: bool) -> None:
+async def _watch(app: App, show_all: bool) -> bool:
     with Live(console=app.out, auto_refresh=False) as live:
         while True:  # through the local node while it answers, else by browsing ourselves
             local = control.read_state(app.cfg.data_dir)
             if local is not None and await control.status(local) is not None:
-                while (doc := await _gather(None, local)) is not None:
-                    live.update(_table(doc, show_all), refresh=True)
+                while (doc := await _gather(app, None, local)) is not None:
+                    live.update(_render(app, doc, show_all), refresh=True)
                     await asyncio.sleep(1.0)
                 continue
-            node, _ = await peer_source(app)
+            node = client_node(app)
             async with running(node):
+                await meet_named(app, node)
                 while True:
-                    doc = await _gather(node, None)
+                    doc = await _gather(app, node, None)
                     assert doc is not None  # noqa: S101
-                    live.update(_table(doc, show_all), refresh=True)
+                    live.update(_render(app, doc, show_all), refresh=True)
                     await asyncio.sleep(1.0)

@@ -7,15 +7,23 @@ from pathlib import Path
 import click
 
 from zwalk import identity
-from zwalk.app import App, run, running, signals
+from zwalk.app import App, describe, run, running, signals
 from zwalk.cli import global_options, make_app
+from zwalk.config import DEFAULT_PORT
 from zwalk.node import Node
 from zwalk.protocol import MAX_TEXT_BYTES
 
 
-@click.command()
-@click.argument("dirs", nargs=-1, type=click.Path(exists=True, path_type=Path))
-@click.option("--port", type=click.IntRange(0, 65535), help="Port to listen on (0: any free port).")
+@click.command(
+    epilog="Exit status: 0 after leaving cleanly (Ctrl-C or SIGTERM), 1 if the node cannot "
+    "start (say, its port is taken), 2 for a usage or configuration error."
+)
+@click.argument("dirs", nargs=-1, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    help=f"Port to listen on (default {DEFAULT_PORT}, or [node] port; 0: any free port).",
+)
 @click.option("--name", help="Name shown to peers (default: host name).")
 @click.option(
     "--downloads",
@@ -31,7 +39,10 @@ def serve(
     name: str | None,
     downloads: Path | None,
 ) -> None:
-    """Share DIRS (default: the current folder) and answer peers until Ctrl-C."""
+    """Share DIRS (default: the current folder) and answer peers until Ctrl-C.
+
+    Everything in the shared folders (but hidden files, .part files and the download folder)
+    can be listed and fetched by anyone on the LAN; nothing is encrypted yet."""
     if name is not None and not 0 < len(name.encode()) <= MAX_TEXT_BYTES:
         raise click.BadParameter("must be 1 to 1024 bytes", param_hint="--name")
     app = make_app(ctx, port=port, name=name, downloads=downloads)
@@ -39,14 +50,31 @@ def serve(
     try:
         run(_serve(app, shares))
     except OSError as e:
-        app.error(str(e))
+        app.error(describe(e))
         ctx.exit(1)
     except KeyboardInterrupt:  # Windows has no SIGINT handler in asyncio
         app.info("stopped")
 
 
+def _exposure(shares: list[Path]) -> str:
+    """A warning when a share is, or holds, the user's home folder (or the filesystem root)."""
+    home = Path.home().resolve()
+    for share in shares:
+        where = share.resolve()
+        if where == home or home.is_relative_to(where):
+            return (
+                f"sharing {where}, which holds your whole home folder, with everyone on this LAN,"
+                " unencrypted: anyone on the network can list and fetch these files. To share "
+                "less, name a folder: zwalk serve ~/Public"
+            )
+    return ""
+
+
 async def _serve(app: App, shares: list[Path]) -> None:
     cfg = app.cfg
+    warning = _exposure(shares)
+    if warning:
+        app.warn(warning)
     ident = identity.load_or_create(cfg.data_dir)
     node = Node(cfg, ident, shares=shares, discover=True, state_dir=cfg.data_dir)
     main = asyncio.current_task()
