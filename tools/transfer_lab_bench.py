@@ -2,10 +2,11 @@
 """Multi-source transfer benchmark in the lab: one file from 1 source, then from N sources,
 each source's link capped by `tc` (tbf), through `zwalk find` and a running local node.
 
-Host 0 runs the local node and the finds; hosts 1..N hold the same file. First only host 1
-serves it (the others are not started), then every host does; each phase runs `--rounds`
-finds. The figure is the download phase `zwalk find --json` reports (`downloads[0].seconds`),
-and the ratio is N sources against 1, from the same run.
+Host 0 runs the local node and the finds; hosts 1..N hold the same file. Rounds alternate: in
+a 1-source round only host 1 serves it (the others are stopped, and leave), in an N-source
+round every host does, and each round starts with the other kind than the one before. The
+figure is the download phase `zwalk find --json` reports (`downloads[0].seconds`); the ratio
+is the median of N sources against the median of 1, from the same run.
 
     sudo unshare --net sh -c 'ip link set lo up; python tools/transfer_lab_bench.py'
 
@@ -64,13 +65,15 @@ def find(lab: netlab.Lab, base: Path, cid: str) -> tuple[float, dict[str, object
     return float(d["seconds"]), d
 
 
-def wait_for_holders(lab: netlab.Lab, base: Path, holders: int) -> None:
-    """Until host 0's node holds every source alive, each with its file indexed."""
+def wait_for_holders(lab: netlab.Lab, base: Path, holders: int, exactly: bool = False) -> None:
+    """Until host 0's node holds every source alive, each with its file indexed (and, with
+    `exactly`, no other)."""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         local = control.read_state(base / "h0" / "data")
         st = asyncio.run(control.status(local)) if local else None
-        if st and sum(1 for m in st.members if m.state == "alive" and m.files) >= holders:
+        n = sum(1 for m in st.members if m.state == "alive" and m.files) if st else 0
+        if n == holders or (n > holders and not exactly):
             return
         time.sleep(0.2)
     raise RuntimeError(f"host 0 does not see {holders} holders")
@@ -88,7 +91,7 @@ def main() -> int:
     if why:
         print(f"lab unavailable: {why}", file=sys.stderr)
         return 2
-    results: dict[int, list[float]] = {}
+    results: dict[int, list[float]] = {}  # sources -> seconds of each round
     with (
         tempfile.TemporaryDirectory(prefix="ztl", dir="/tmp") as tmp,  # noqa: S108
         netlab.Lab(args.sources + 1) as lab,
@@ -106,20 +109,25 @@ def main() -> int:
         for h in range(1, args.sources + 1):
             lab.shape(h, rate=args.rate)
         serve(lab, 1, base)
-        for phase in (1, args.sources):
-            if phase > 1:  # the other sources join for the second phase
-                for h in range(2, phase + 1):
-                    serve(lab, h, base)
-            wait_for_holders(lab, base, phase)
-            time.sleep(1)  # let the holders' first pings settle
-            results[phase] = []
-            for r in range(args.rounds):
+        others: list[subprocess.Popen[bytes]] = []
+        results.update({1: [], args.sources: []})
+        for r in range(args.rounds):
+            order = (1, args.sources) if r % 2 == 0 else (args.sources, 1)
+            for phase in order:
+                if phase == 1:
+                    for proc in others:  # they leave (bye, mDNS goodbye)
+                        lab.stop(proc)
+                    others = []
+                elif not others:
+                    others = [serve(lab, h, base) for h in range(2, phase + 1)]
+                wait_for_holders(lab, base, phase, exactly=True)
+                time.sleep(1)  # let the holders' first pings settle
                 seconds, d = find(lab, base, cid)
                 rate = args.size * (1 << 20) / seconds / 1e6
                 results[phase].append(seconds)
                 used, dup = len(d["sources"]), d["end_game_requests"]  # type: ignore[arg-type]
                 print(
-                    f"{phase} source(s), round {r + 1}: {rate:7.1f} MB/s ({seconds:.2f} s), "
+                    f"round {r + 1}, {phase} source(s): {rate:7.1f} MB/s ({seconds:.2f} s), "
                     f"sources used {used}, end-game requests {dup}",
                     file=sys.stderr,
                 )
