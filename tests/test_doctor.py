@@ -30,6 +30,10 @@ def test_doctor_on_a_healthy_lan(lab: Callable[[int], Lab], base: Path) -> None:
     assert c["mDNS on eth0"]["level"] == "ok"
     assert c["zwalk nodes"]["level"] == "ok" and c["zwalk nodes"]["detail"].startswith("1 ")
     assert c["node port"]["level"] == "ok"
+    text = LabNode(net, 0, base).zwalk("doctor").stdout.splitlines()
+    levels = [line for line in text if not line.startswith(" ")]
+    assert levels and all(line[:7] in ("ok     ", "warning", "problem") for line in levels)
+    assert all(line[7:9] == "  " and line[9] != " " for line in levels)  # one level column
     code, c = checks(serving)
     assert code == 0 and c["local node"]["level"] == "ok" and "pid" in c["local node"]["detail"]
     assert c["zwalk nodes"]["level"] == "warning"  # itself does not count

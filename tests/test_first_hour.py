@@ -288,3 +288,22 @@ def test_peers_counts_in_words(serve: Serve, tmp_path: Path) -> None:
     a = serve("a", {"a.txt": b"a"})
     r = run_zwalk("peers", "--peer", a.endpoint, cwd=tmp_path)
     assert r.returncode == 0 and "1 peer (via mDNS)" in r.stdout, r.stdout
+
+
+def test_ctrl_c_before_any_download_says_only_interrupted(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import time
+
+    from procs import zwalk_cmd
+
+    # 127.0.0.1:1 refuses: the find waits a few seconds for the diagnosis before it searches
+    proc = subprocess.Popen(
+        zwalk_cmd("--interface", "127.0.0.1", "find", "x", "--peer", "127.0.0.1:1"),
+        cwd=tmp_path, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    time.sleep(1.5)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 130, err
+    assert "error: interrupted" in err and "go on from where it stopped" not in err
