@@ -22,6 +22,7 @@ from zwalk.finder import SearchOptions, run_find
 from zwalk.index import file_blake3
 from zwalk.node import Node
 from zwalk.query import parse_query
+from zwalk.render import mib_per_s
 from zwalk.units import mib
 from zwalk.walk import Found
 
@@ -160,10 +161,10 @@ async def _run_demo(
     seconds = time.monotonic() - started
     source = shares[-1] / target
     same = file_blake3(result.path) == file_blake3(source)
-    rate = result.size / seconds / 1e6 if seconds else 0.0
+    rate = result.size / seconds if seconds else 0.0
     say(
         f"  downloaded {result.path.name}: {mib(result.size)} in {seconds:.2f} s "
-        f"({rate:.0f} MB/s), every chunk and the whole file verified with BLAKE3"
+        f"({mib_per_s(rate)}), every chunk and the whole file verified with BLAKE3"
     )
     say(f"  byte-identical to the source: {'yes' if same else 'NO'}")
     say("\nstopping the nodes and removing the demo folder")
