@@ -307,3 +307,24 @@ def test_ctrl_c_before_any_download_says_only_interrupted(tmp_path: Path) -> Non
     _, err = proc.communicate(timeout=20)
     assert proc.returncode == 130, err
     assert "error: interrupted" in err and "go on from where it stopped" not in err
+
+
+def test_shell_completion_works_as_the_readme_says(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    env = {**os.environ, "_ZWALK_COMPLETE": "bash_source"}
+    script = subprocess.run(
+        [sys.executable, "-m", "zwalk"], env=env, capture_output=True, text=True, timeout=30,
+        check=False,
+    ).stdout  # fmt: skip
+    assert "complete " in script and "_zwalk_completion" in script
+    env = {**os.environ, "_ZWALK_COMPLETE": "bash_complete", "COMP_WORDS": "zwalk fi",
+           "COMP_CWORD": "1"}  # fmt: skip
+    words = subprocess.run(
+        [sys.executable, "-m", "zwalk"], env=env, capture_output=True, text=True, timeout=30,
+        check=False,
+    ).stdout  # fmt: skip
+    assert "plain,find" in words.splitlines()
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    assert "_ZWALK_COMPLETE=bash_source zwalk" in readme

@@ -191,4 +191,5 @@ def cli() -> None:
 
 
 def main() -> None:
-    sys.exit(cli.main(standalone_mode=True))
+    # One name however it is started (`python -m zwalk` too): usage lines, shell completion.
+    sys.exit(cli.main(prog_name="zwalk", standalone_mode=True))
