@@ -1,7 +1,9 @@
 # A simulated network for the chunk scheduler: each source sends over its own link of a given
 # rate and round trip, and every download that asks it for frames gets an equal share of that
 # rate while it has frames queued there (as TCP flows through one bottleneck roughly do). The
-# scheduler is driven exactly as download.py drives it, on a simulated clock.
+# scheduler is driven as download.py drives it (late requests, new ones, late replies kept), on
+# a simulated clock, with two simplifications: a frame is written the moment it arrives, and
+# each source's round trip is given exactly (the real loop takes it from its hello).
 from __future__ import annotations
 
 import heapq
@@ -25,7 +27,6 @@ class Link:
     serve: float = 0.0002
     stop_at: float = float("inf")  # from then on it sends nothing (a frozen or dead source)
     queues: dict[int, deque[list[float]]] = field(default_factory=dict)  # flow -> [left, ...]
-    busy: float = 0.0  # seconds it spent sending
 
 
 @dataclass
@@ -35,7 +36,6 @@ class Download:
     flow: int
     started: float = 0.0
     finished: float | None = None
-    worst_queue: float = 0.0  # longest a frame waited at its source beyond its own bytes
     worst_in_flight: dict[str, float] = field(default_factory=dict)  # in seconds of the rate
     late: int = 0  # requests the scheduler gave up on
 
@@ -89,7 +89,6 @@ class Net:
             active = [q for q in link.queues.values() if q]
             if not active or self.now >= link.stop_at:
                 continue
-            link.busy += step
             share = link.rate / len(active)
             for q in active:
                 q[0][0] -= share * step
@@ -145,17 +144,17 @@ class Net:
 
     def _reply(self, d: Download, req: Request[str]) -> None:
         s, now = d.sched, self.now
+        chunks = range(req.index, req.index + req.count)
         if not s.accepts(req.source, req.index, req.serial):
-            return
-        link = d.links[req.source]
-        o = s.sources[req.source].outstanding[req.index]
-        alone = o.nbytes / link.rate + link.rtt + link.serve
-        d.worst_queue = max(d.worst_queue, now - o.sent - alone - o.ahead / link.rate)
-        s.on_arrival(req.source, req.index, req.serial, now=now)
-        s.on_frame(
-            req.source, req.index, range(req.index, req.index + req.count), now=now,
-            serial=req.serial,
-        )  # fmt: skip
+            # given up on, but here after all: as download.py does, keep what is missing
+            s.on_stale_arrival(req.source, now)
+            todo = [i for i in chunks if i not in s.done_chunks]
+            if not todo:
+                return
+            s.on_frame(req.source, req.index, todo, now=now, serial=req.serial)
+        else:
+            s.on_arrival(req.source, req.index, req.serial, now=now)
+            s.on_frame(req.source, req.index, chunks, now=now, serial=req.serial)
         if s.complete:
             d.finished = now
         else:

@@ -299,10 +299,13 @@ def test_ctrl_c_before_any_download_says_only_interrupted(tmp_path: Path) -> Non
 
     # 127.0.0.1:1 refuses: the find waits a few seconds for the diagnosis before it searches
     proc = subprocess.Popen(
-        zwalk_cmd("--interface", "127.0.0.1", "find", "x", "--peer", "127.0.0.1:1"),
+        zwalk_cmd("--interface", "127.0.0.1", "find", "x", "--peer", "127.0.0.1:1", "-v"),
         cwd=tmp_path, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
-    time.sleep(1.5)
+    assert proc.stderr is not None
+    deadline = time.monotonic() + 20
+    while "browsing mDNS" not in proc.stderr.readline():  # its node runs: in the search phase
+        assert time.monotonic() < deadline and proc.poll() is None
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=20)
     assert proc.returncode == 130, err

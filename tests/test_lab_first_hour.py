@@ -74,6 +74,14 @@ def test_a_node_seen_on_mdns_that_cannot_be_reached_is_named_with_the_reason(
     doc = cli_json(here.zwalk("find", "x.txt", "--json"))
     assert doc["status"] == "not-found"
     assert any("seen on mDNS" in e and "no answer" in e for e in doc["errors"]), doc["errors"]
+    # A firewalled endpoint named only with --peer, asked through a running node, is reported
+    # with its reason too (the node waits for the diagnosis before it answers).
+    net.run(1, ["iptables", "-I", "INPUT", "-p", "tcp", "--dport", "47999", "-j", "DROP"])
+    here.start()
+    doc = cli_json(here.zwalk("peers", "--json", "--peer", f"{there.address}:47999"))
+    why = {u["endpoint"]: u["reason"] for u in doc["unreachable"]}
+    assert why[f"{there.address}:47999"].startswith(f"no answer from {there.address}"), why
+    here.stop()
     r = here.zwalk("doctor", "--json")
     checks = {c["name"]: c for c in cli_json(r)["checks"]}
     assert r.returncode == 1 and checks["reachability"]["level"] == "problem"

@@ -89,13 +89,13 @@ def test_a_download_over_a_lossy_or_delayed_link_completes(
     nodes = pair(net, base, payload, "16mbit")
     for host in (0, 1):  # both directions: the data, and the requests and acknowledgements
         net.shape(host, **shaping)
-    ping = net.run(0, ["python3", "-c", _TCP_RTT, nodes[1].address, str(nodes[1].port)])
-    rtt = float(ping.stdout)
-    if "delay" in shaping:
-        assert 0.08 <= rtt <= 0.14, rtt  # 50 ms each way, plus or minus 10
+    if "delay" in shaping:  # the emulator does what it says: 50 ms each way, +-10
+        ping = net.run(0, ["python3", "-c", _TCP_RTT, nodes[1].address, str(nodes[1].port)])
+        assert 0.08 <= float(ping.stdout) <= 0.14, ping.stdout
     d = fetch(nodes[0])
     assert Path(d["path"]).read_bytes() == payload
-    assert utilisation(d, 16) >= 0.5, d  # slower, but it gets there without a retry
+    assert d["excluded"] == {}  # the source was never given up on
+    assert utilisation(d, 16) >= 0.5, d  # slower, but it gets there
 
 
 # The time a TCP handshake to HOST PORT takes: the round trip, as the emulator makes it.

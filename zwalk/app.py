@@ -15,7 +15,7 @@ from rich.console import Console
 from zwalk import identity
 from zwalk import protocol as p
 from zwalk.config import Config, Endpoint
-from zwalk.node import Node
+from zwalk.node import Node, hello_wait
 
 T = TypeVar("T")
 
@@ -45,7 +45,7 @@ class App:
     @property
     def status_timeout(self) -> float:
         """How long a status request may take: a named peer gets its hello first."""
-        return 2.0 + (self.cfg.reply_timeout + 1.5 if self.named_peers else 0.0)
+        return 2.0 + (hello_wait(self.cfg) if self.named_peers else 0.0)
 
 
 def plural(n: int, word: str, words: str | None = None) -> str:
@@ -104,7 +104,7 @@ def client_node(app: App, *, listen: bool = False, discover: bool = True) -> Nod
 
 async def meet_named(app: App, node: Node) -> None:
     """Say hello to the command's --peer peers and wait until each answered or failed."""
-    await node.meet(app.named_peers, app.cfg.reply_timeout + 1.5)
+    await node.meet(app.named_peers, hello_wait(app.cfg))
 
 
 def first_error(e: BaseException) -> BaseException:

@@ -125,7 +125,10 @@ async def fetch_info(
     async def ask(holder: PeerLink) -> p.Message:
         started = time.monotonic()
         reply = await holder.request(p.GetInfo(req=0, cid=cid), timeout)
-        rtts[holder] = time.monotonic() - started
+        # The hello's round trip, if there was one: the file-info reply carries the hash list
+        # (up to 4 MiB), whose transfer is not part of the round trip.
+        took = time.monotonic() - started
+        rtts[holder] = min(took, holder.rtt) if holder.rtt is not None else took
         return reply
 
     replies = await asyncio.gather(*(ask(h) for h in holders), return_exceptions=True)
@@ -168,8 +171,11 @@ def already_saved(out_dir: Path, name: str, cid: bytes, size: int) -> Path | Non
             return None
         except OSError:
             continue
-        if st.st_size == size and candidate.is_file() and file_blake3(candidate) == cid:
-            return candidate
+        try:
+            if st.st_size == size and candidate.is_file() and file_blake3(candidate) == cid:
+                return candidate
+        except OSError:  # unreadable: not ours to judge, and place() will not overwrite it
+            continue
     return None
 
 
@@ -402,7 +408,8 @@ class _Saver:
             self.mark()
 
     async def flush(self) -> None:
-        """Wait for the save under way, then save what is still unsaved."""
+        """Wait for the save under way, then save what is still unsaved (to the end, even if
+        we are cancelled meanwhile: the caller closes the files next)."""
         if self._later is not None:
             self._later.cancel()
             self._later = None
@@ -410,9 +417,10 @@ class _Saver:
             await asyncio.wait([self._running])
         if self._dirty:
             self._dirty = False
-            await asyncio.get_running_loop().run_in_executor(
-                self.pool, self.part.save, bytes(self.part.bits)
-            )
+            try:
+                await _in_thread(self.part.save, bytes(self.part.bits))
+            except OSError as e:
+                log.warning("cannot save download progress: %s", e)
 
 
 async def _attempt(
@@ -494,8 +502,9 @@ async def _run(
     answers: asyncio.Queue[_Answer | None] = asyncio.Queue()  # None: look again (room, a source)
     cid = sched.info.cid
     info = sched.info
-    out: dict[int, tuple[Request[PeerLink], asyncio.Task[None]]] = {}  # serial -> its request
-    arrived: set[int] = set()  # serials whose reply is here (being verified and written)
+    # Every request still waiting for its reply, given up on or not: a late reply is kept if
+    # it brings chunks still missing. They end with the download (or when their link closes).
+    out: dict[int, asyncio.Task[None]] = {}
 
     async def adopt() -> None:
         """Holders found while the download runs join once their file-info agrees."""
@@ -539,8 +548,8 @@ async def _run(
         nonlocal received
         msg = p.GetChunks(req=0, cid=cid, index=req.index, count=req.count)
         try:
-            # No timeout of its own: the scheduler says when the source is late, and the
-            # loop below cancels this request then.
+            # No timeout of its own: the scheduler says when the source is late (and then
+            # asks others), and a link that closes fails it.
             reply = await req.source.request(msg, None, bulk=True)
         except PeerError as e:
             return _Answer(
@@ -550,10 +559,21 @@ async def _run(
                 gone=e.code is p.ErrorCode.NOT_FOUND,
             )
         received += len(reply.payload) if isinstance(reply, p.Chunks) else 0
-        if not sched.accepts(req.source, req.index, req.serial):
-            return None  # another source answered first (end-game), or this one was dropped
         length = sched.span(req.index, req.count)[1]
         everything = list(range(req.index, req.index + req.count))
+        if not sched.accepts(req.source, req.index, req.serial):
+            # Given up on (late, or its source failed), or answered first by another source.
+            # If it still brings chunks we lack, keep them: a source that slowed down is still
+            # sending what it was asked, and each of its replies proves it is delivering.
+            sched.on_stale_arrival(req.source, loop.time())
+            todo = [i for i in everything if i not in sched.done_chunks]
+            usable = isinstance(reply, p.Chunks) and (reply.cid, reply.index, reply.count) == (
+                cid,
+                req.index,
+                req.count,
+            )
+            if not todo or not usable or len(reply.payload) != length:
+                return None
         if not isinstance(reply, p.Chunks) or (reply.cid, reply.index, reply.count) != (
             cid,
             req.index,
@@ -563,9 +583,9 @@ async def _run(
         if len(reply.payload) != length:
             why = f"sent {len(reply.payload)} bytes, want {length}"
             return _Answer(req, bad=everything, failure=why)
-        arrived.add(req.serial)
-        sched.on_arrival(req.source, req.index, req.serial, now=loop.time())
-        answers.put_nowait(None)  # its window has room again: ask for more while we write
+        if sched.accepts(req.source, req.index, req.serial):
+            sched.on_arrival(req.source, req.index, req.serial, now=loop.time())
+            answers.put_nowait(None)  # its window has room again: ask for more while we write
         write = loop.run_in_executor(
             pool, part.write_frame, memoryview(reply.payload), req.index, req.count
         )
@@ -578,7 +598,6 @@ async def _run(
 
     def forget(serial: int) -> None:
         out.pop(serial, None)
-        arrived.discard(serial)
 
     joining = asyncio.create_task(adopt()) if more_holders is not None else None
     try:
@@ -590,13 +609,9 @@ async def _run(
                 why = f"nothing arrived from it for {sched.late_by(late.source, now):.0f} s"
                 log.info("%s: %s", late.source.label, why)
                 sched.on_failure(late.source, late.index, why, now, late.serial)
-            for serial, (req, task) in list(out.items()):
-                if serial not in arrived and not sched.accepts(req.source, req.index, serial):
-                    task.cancel()  # given up on (late, or its source failed)
-                    forget(serial)
             for req in sched.requests(now):
                 task = asyncio.create_task(fetch(req))
-                out[req.serial] = (req, task)
+                out[req.serial] = task
                 task.add_done_callback(functools.partial(_forget_done, forget, req.serial))
             due = sched.next_deadline()
             wait = None if due is None else max(0.01, due - loop.time())
@@ -635,7 +650,7 @@ async def _run(
                 if progress:
                     progress(sched.bytes_done, sched.info.size, sched.active_sources)
     finally:
-        tasks = [task for _, task in out.values()] + ([joining] if joining is not None else [])
+        tasks = [*out.values(), *([joining] if joining is not None else [])]
         for task in tasks:  # requests still out to sources we no longer need
             task.cancel()
         if tasks:

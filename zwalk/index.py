@@ -70,9 +70,9 @@ class Index:
     def by_cid(self, cid: bytes) -> FileEntry | None:
         return self._by_cid.get(cid)
 
-    def without(self, cid: bytes) -> Index:
-        """The same index without the files of one content id."""
-        return Index(entries=[e for e in self.entries if e.cid != cid], skipped=self.skipped)
+    def without(self, path: Path) -> Index:
+        """The same index without one file (other copies of its content stay)."""
+        return Index(entries=[e for e in self.entries if e.path != path], skipped=self.skipped)
 
     def search(self, query: Query, limit: int = p.MAX_HITS) -> list[FileEntry]:
         if query.kind is p.QueryKind.CID:  # a content id is a key, not a scan

@@ -70,6 +70,7 @@ class PeerLink:
     ) -> None:
         self.endpoint = endpoint
         self.info: PeerInfo | None = None
+        self.rtt: float | None = None  # seconds the hello took
         self._next_req = req_ids
         self._on_reply = on_reply
         self.sock = ctx.socket(zmq.DEALER)
@@ -175,9 +176,11 @@ class PeerLink:
             fut.set_result(msg)
 
     async def hello(self, hello: p.Hello, timeout: float) -> p.HelloOk:
+        started = asyncio.get_running_loop().time()
         reply = await self.request(hello, timeout)
         if not isinstance(reply, p.HelloOk):
             raise PeerError(f"answered hello with {reply.TYPE}")
+        self.rtt = asyncio.get_running_loop().time() - started  # a small request, both ways
         self.info = PeerInfo(reply.node, reply.name, reply.files, self.endpoint)
         return reply
 

@@ -59,6 +59,14 @@ MAX_CONCURRENT_REQUESTS = 64  # per node, beyond this a request is answered "bus
 MAX_CONCURRENT_READS = 8
 BYE_LINGER_MS = 200  # how long a closing link may take to deliver our bye
 DIAGNOSE_TIMEOUT = 1.0  # seconds a test connection to a peer that did not answer may take
+
+
+def hello_wait(cfg: Config) -> float:
+    """How long until a peer has answered hello or failed with its reason: the hello's own
+    timeout, the diagnosis, and a margin for both to be recorded."""
+    return cfg.reply_timeout + DIAGNOSE_TIMEOUT + 0.5
+
+
 LOOPBACK = "127.0.0.1"
 
 
@@ -95,7 +103,7 @@ class Node:
             ping_timeout=cfg.ping_timeout,
             max_missed=cfg.max_missed_pings,
             # the shell gives up on a hello first, and finds out why (diagnose)
-            hello_timeout=cfg.reply_timeout + DIAGNOSE_TIMEOUT + 0.5,
+            hello_timeout=hello_wait(cfg),
         )
         self.discovery: Discovery | None = None
         self.mdns_addresses: list[str] = []
@@ -541,7 +549,7 @@ class Node:
         user will want): at most the hello timeout and a diagnosis."""
         await self.wait_until(
             lambda: all(m.state is State.ALIVE for m in self.membership.by_endpoint.values()),
-            self.cfg.reply_timeout + DIAGNOSE_TIMEOUT + 0.5,
+            hello_wait(self.cfg),
         )
 
     def neighbours(self) -> list[bytes]:
@@ -767,12 +775,19 @@ class Node:
                 if not isinstance(e, OSError):
                     raise
                 log.warning("cannot read %s: %s", entry.path, e)
-                # Offered no more until the rescan has looked at it again.
-                self.index = self.index.without(entry.cid)
                 if not self._rescan_pending:  # one rescan for a burst of failed reads
                     self._rescan_pending = True
                     self.spawn(self._rescan_quietly())
-                why = "changed" if isinstance(e, FileChanged) else "could not be read"
+                if not isinstance(e, FileChanged | FileNotFoundError):
+                    # perhaps passing (a busy disk): the downloader may ask again
+                    return p.Error(
+                        req=msg.req,
+                        code=p.ErrorCode.INTERNAL,
+                        reason=f"could not read {entry.name}: {e.strerror or 'read error'}",
+                    )
+                # Offered no more (this copy) until the rescan has looked at it again.
+                self.index = self.index.without(entry.path)
+                why = "changed" if isinstance(e, FileChanged) else "was removed"
                 return p.Error(
                     req=msg.req,
                     code=p.ErrorCode.NOT_FOUND,
@@ -827,7 +842,7 @@ class Node:
                 await self._control_status(sock, rid, msg)
 
     async def _control_status(self, sock: zmq.asyncio.Socket, rid: bytes, msg: p.Status) -> None:
-        await self.meet(_named(msg.peers), self.cfg.reply_timeout + DIAGNOSE_TIMEOUT)
+        await self.meet(_named(msg.peers), hello_wait(self.cfg))
         try:
             reply: p.Message = self.status(msg.req)
         except Exception as e:  # a table we cannot describe must not stop the node
@@ -850,7 +865,7 @@ class Node:
         )
         query = Query(kind=msg.kind, pattern=msg.pattern, icase=msg.icase)
         try:
-            await self.meet(_named(msg.peers), self.cfg.reply_timeout + DIAGNOSE_TIMEOUT)
+            await self.meet(_named(msg.peers), hello_wait(self.cfg))
             result = await run_find(self, query, opts)
             result.errors = self.problems()
             reply: p.Message = result.to_wire(msg.req)

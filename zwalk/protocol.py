@@ -687,7 +687,7 @@ class Failure(Struct):
         "name": text(MAX_TEXT_BYTES),
         "learned": struct_list(Learned, 4),
         "reason": text(MAX_TEXT_BYTES),
-        "ago_ms": uint(2**53),
+        "ago_ms": uint(MAX_TIME_MS),
     }
     host: str
     port: int

@@ -32,7 +32,6 @@ MIN_RATE = 125_000  # bytes/s (1 Mbit/s): what a deadline assumes before a rate 
 STALL_FACTOR = 8.0  # a frame may take this many times what the rate predicts
 RATE_SAMPLES = 16  # delivery-rate samples kept per source (the estimate is their maximum) ...
 RATE_HORIZON = 2.0  # ... from at most this many seconds back (older ones are forgotten)
-RTT_SAMPLES = 16  # round-trip samples kept per source (the estimate is their minimum)
 GAP_SHARE = 1 / 16  # pipeline a second frame when the round trip costs more than this share
 
 
@@ -70,7 +69,6 @@ class Outstanding:
     serial: int
     delivered: int  # the source's delivered bytes when this was sent (for the rate sample) ...
     delivered_at: float  # ... and when those had arrived
-    ahead: int  # bytes of this source's earlier frames still on their way when it was sent
     arrived: bool = False  # the reply is here and waits to be verified and written
 
 
@@ -86,7 +84,6 @@ class SourceState:
     delivered: int = 0  # payload bytes that arrived from it
     delivered_at: float = 0.0  # when the last of them arrived (or its pipe started again)
     rate_samples: deque[tuple[float, float]] = field(default_factory=deque)  # (when, bytes/s)
-    rtt_samples: deque[float] = field(default_factory=deque)
     failures: int = 0  # failures in a row (timeouts, errors); a good frame resets them
     retry_at: float = 0.0  # no requests before this time (backing off after a failure)
     excluded: str | None = None  # why this source gets no more work
@@ -163,10 +160,7 @@ class ChunkScheduler(Generic[S]):
         st = self.sources.get(source)
         if st is None or not rtt >= 0:
             return
-        st.rtt_samples.append(rtt)
-        if len(st.rtt_samples) > RTT_SAMPLES:
-            st.rtt_samples.popleft()
-        st.rtt = min(st.rtt_samples)
+        st.rtt = rtt if st.rtt is None else min(st.rtt, rtt)
         self._fit(st)
 
     # --- geometry ---------------------------------------------------------------------------
@@ -187,12 +181,11 @@ class ChunkScheduler(Generic[S]):
 
     def _out(self, st: SourceState, index: int, count: int, now: float, dup: bool) -> Outstanding:
         self._serial += 1
-        ahead = st.in_flight
-        if not ahead:  # its pipe was empty: the next delivery interval starts now
+        if not st.in_flight:  # its pipe was empty: the next delivery interval starts now
             st.delivered_at = now
         o = Outstanding(
             index, count, self.span(index, count)[1], now, dup, self._serial,
-            st.delivered, st.delivered_at, ahead,
+            st.delivered, st.delivered_at,
         )  # fmt: skip
         st.outstanding[index] = o
         return o
@@ -209,6 +202,7 @@ class ChunkScheduler(Generic[S]):
                 and self._requeued
                 and self._requeued[0] == i + count
                 and self._requeued[0] not in self.done_chunks
+                and not self._is_out(i + count)
             ):
                 self._requeued.pop(0)
                 count += 1
@@ -383,6 +377,15 @@ class ChunkScheduler(Generic[S]):
         st.delivered_at = now
         self._fit(st)
 
+    def on_stale_arrival(self, source: S, now: float) -> None:
+        """A reply the scheduler had given up on (late, or its source failed) came after all:
+        the source is delivering, so what it owes now waits behind what it was still sending
+        and is not late yet. (The shell still writes the chunks it brought that are missing,
+        and reports them with `on_frame`.)"""
+        st = self.sources.get(source)
+        if st is not None and st.in_flight:
+            st.delivered_at = now
+
     def _rate_sample(self, st: SourceState, now: float, rate: float) -> None:
         samples = st.rate_samples
         samples.append((now, rate))
@@ -435,7 +438,8 @@ class ChunkScheduler(Generic[S]):
             if not bad:  # end-game: another source's copy of these chunks is not needed now
                 for other in self.sources.values():
                     twin = other.outstanding.get(index)
-                    if twin is not None and twin.count == o.count:
+                    # (one that arrived is being written: its bytes are still in memory)
+                    if twin is not None and twin.count == o.count and not twin.arrived:
                         del other.outstanding[index]
         new: list[int] = []
         for i in good:

@@ -14,10 +14,10 @@ import click
 
 from zwalk import identity
 from zwalk import protocol as p
-from zwalk.app import App, run, running
+from zwalk.app import App, describe, run, running
 from zwalk.cli import global_options, make_app, used
 from zwalk.config import Config, Endpoint
-from zwalk.download import download
+from zwalk.download import DownloadError, download
 from zwalk.finder import SearchOptions, run_find
 from zwalk.index import file_blake3
 from zwalk.node import Node
@@ -64,7 +64,11 @@ def demo(ctx: click.Context, nodes: int, size_mib: int) -> None:
             "apply (use them with serve, find and peers)"
         )
     app = make_app(ctx)
-    ok = run(_demo(app, nodes, size_mib))
+    try:
+        ok = run(_demo(app, nodes, size_mib))
+    except (DownloadError, OSError) as e:
+        app.error(f"the demo failed: {describe(e) if isinstance(e, OSError) else e}")
+        ok = False
     ctx.exit(0 if ok else 3)
 
 

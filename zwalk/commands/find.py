@@ -424,7 +424,10 @@ async def _fetch_one(
         try:
             if not links:
                 raise DownloadError("none of its holders answers")
-            got = await _fetch(app, f, links, out_dir, show_progress, more)
+            try:
+                got = await _fetch(app, f, links, out_dir, show_progress, more)
+            except OSError as e:  # the disk: the .part, the final name, a record
+                raise DownloadError(f"cannot save it in {out_dir}: {describe(e)}") from None
         except DownloadError as e:
             state.fetching = False
             if e.changed and attempt == 1 and q.kind is not p.QueryKind.CID:
@@ -627,9 +630,11 @@ def _render(app: App, r: dict[str, Any], trace: bool) -> None:
         for i, hop in enumerate(walk["trace"], 1):
             who = hop["name"] or (hop["node"] or "?")[:12]
             app.info(f"hop {i}: {who} {hop['latency_ms']:.1f} ms {hop['verdict']}")
-    failures = {f"{f['name']}: {f['error']}" for f in r["failed"]}
+    shown = {f"{f['name']}: {f['error']}" for f in r["failed"]}  # they get lines of their own
+    if r["status"] == "bad-pick":
+        shown.add(r["errors"][-1])
     for problem in r["errors"]:
-        if (r["hits"] or r["local"] or walk["peers_known"]) and problem not in failures:
+        if (r["hits"] or r["local"] or walk["peers_known"]) and problem not in shown:
             app.warn(problem)
     if not r["hits"] and not r["local"]:
         app.error(_not_found(r))
@@ -703,11 +708,13 @@ def _hit_table(app: App, r: dict[str, Any]) -> None:
     for h in r["local"]:
         if h["cid"] not in seen:
             rows.append((h["name"], mib(h["size"]), h["cid"], f"this node, at {h['path']}"))
-    numbered = len(rows) > 1
+    picks = len(r["hits"])  # --pick numbers: the hits from peers; this node's own come after
+    numbered = picks > 1
     wn = max(cell_len(x[0]) for x in rows)
     ws = max(len(x[1]) for x in rows)
     for i, (name, size, cid, holders) in enumerate(rows, 1):
-        number = f"{i:>{len(str(len(rows)))}}  " if numbered else ""
+        width = len(str(picks))
+        number = (f"{i:>{width}}  " if i <= picks else " " * (width + 2)) if numbered else ""
         app.out.print(
             f"{number}{pad(name, wn)}  {size:>{ws}}  {cid}  {holders}",
             highlight=False,

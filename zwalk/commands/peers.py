@@ -16,13 +16,13 @@ from rich.text import Text
 from zwalk import control
 from zwalk import protocol as p
 from zwalk.app import App, client_node, meet_named, plural, run, running
-from zwalk.cli import EXIT_NOT_FOUND, EXIT_OK, global_options, make_app
+from zwalk.cli import EXIT_INTERRUPTED, EXIT_NOT_FOUND, EXIT_OK, global_options, make_app
 from zwalk.node import Node
 
 
 @click.command(
     epilog="Exit status: 0 if a live peer was found, 1 if none, 2 for a usage or configuration "
-    "error."
+    "error, 130 interrupted (but for --watch, which Ctrl-C ends: 0)."
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
 @click.option("--watch", is_flag=True, help="Keep a live table on screen until Ctrl-C.")
@@ -40,7 +40,7 @@ def peers(ctx: click.Context, as_json: bool, watch: bool, show_all: bool) -> Non
     try:
         found = run(_watch(app, show_all) if watch else _once(app, as_json, show_all))
     except KeyboardInterrupt:
-        found = True
+        ctx.exit(EXIT_OK if watch else EXIT_INTERRUPTED)  # Ctrl-C is how --watch ends
     ctx.exit(EXIT_OK if found else EXIT_NOT_FOUND)
 
 
