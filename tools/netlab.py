@@ -87,7 +87,6 @@ class Lab:
     hosts: list[Host] = field(default_factory=list)
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     delays: dict[int, subprocess.Popen[str]] = field(default_factory=dict)  # host -> linkdelay
-    shaped: dict[int, dict[str, str]] = field(default_factory=dict)  # host -> what is set
 
     @property
     def bridge(self) -> str:
@@ -195,13 +194,6 @@ class Lab:
             self._loss(host, _fraction(loss))
         if delay:
             self._delay(host, _millis(delay), _millis(jitter) if jitter else 0.0)
-        self.shaped.setdefault(host, {}).update(
-            {
-                k: v
-                for k, v in {"rate": rate, "loss": loss, "delay": delay, "jitter": jitter}.items()
-                if v
-            }
-        )
 
     def _tc(self, host: int, args: list[str]) -> None:
         r = self.run(host, ["tc", "qdisc", "replace", "dev", "eth0", "root", *args], timeout=30)

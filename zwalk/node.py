@@ -587,7 +587,7 @@ class Node:
 
     def self_ref(self) -> p.PeerRef:
         """How peers reach this node: a concrete address of ours, and our port."""
-        hosts = [e.host for e in self.endpoints if _gossipable(e.host)]
+        hosts = [e.host for e in self.reachable_at()]
         hosts += self.mdns_addresses or default_addresses() or [LOOPBACK]
         host = next(h for h in hosts if _gossipable(h))
         return p.PeerRef(node=self.identity.node_id, name=self.name, host=host, port=self.port or 1)

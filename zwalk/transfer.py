@@ -169,9 +169,6 @@ class ChunkScheduler(Generic[S]):
         offset = index * self.info.chunk_size
         return offset, max(0, min(count * self.info.chunk_size, self.info.size - offset))
 
-    def expected_hash(self, index: int) -> bytes:
-        return self.info.chunk_hash(index)
-
     # --- decisions --------------------------------------------------------------------------
     def _usable(self, st: SourceState, now: float) -> bool:
         if st.excluded is not None or now < st.retry_at:
