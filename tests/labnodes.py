@@ -15,8 +15,8 @@ from pathlib import Path
 
 from netlab import Lab
 
-from zwalk import control
-from zwalk import protocol as p
+from zwalk.core import protocol as p
+from zwalk.net import control
 
 
 def short_tmp() -> Iterator[Path]:

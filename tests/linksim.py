@@ -11,8 +11,8 @@ import itertools
 from collections import deque
 from dataclasses import dataclass, field
 
-from zwalk import protocol as p
-from zwalk.transfer import ChunkScheduler, Request
+from zwalk.core import protocol as p
+from zwalk.core.transfer import ChunkScheduler, Request
 
 EPS = 1e-12
 

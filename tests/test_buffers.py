@@ -8,7 +8,7 @@ import time
 
 import zmq
 
-from zwalk.buffers import BufferPool, keep_freed_frames
+from zwalk.net.buffers import BufferPool, keep_freed_frames
 
 
 def test_a_buffer_comes_back_only_once_zeromq_has_sent_it() -> None:

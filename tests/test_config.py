@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from zwalk import config as c
+from zwalk.store import config as c
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "config.example.ini"
 

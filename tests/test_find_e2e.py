@@ -12,12 +12,12 @@ from pathlib import Path
 import blake3
 from procs import LOOPBACK, ServeProcess, run_zwalk, zwalk_cmd
 
-from zwalk import identity
-from zwalk import protocol as p
-from zwalk.app import running
-from zwalk.config import Config, Endpoint
-from zwalk.download import part_path
-from zwalk.node import Node
+from zwalk.cli.app import running
+from zwalk.core import protocol as p
+from zwalk.net.download import part_path
+from zwalk.net.node import Node
+from zwalk.store import identity
+from zwalk.store.config import Config, Endpoint
 
 Serve = Callable[..., ServeProcess]
 MiB = 1024 * 1024
@@ -295,7 +295,7 @@ async def test_forged_hello_and_wrong_control_token_are_refused(
     import zmq
     import zmq.asyncio
 
-    from zwalk import control
+    from zwalk.net import control
 
     a = serve("a", {"x.txt": b"x"})
     ctx = zmq.asyncio.Context()

@@ -13,7 +13,7 @@ import blake3
 from procs import ServeProcess, run_zwalk
 from rich.console import Console
 
-from zwalk.render import TransferBar
+from zwalk.cli.render import TransferBar
 
 Serve = Callable[..., ServeProcess]
 MiB = 1 << 20

@@ -10,9 +10,9 @@ from pathlib import Path
 import blake3
 import pytest
 
-from zwalk import index as ix
-from zwalk import protocol as p
-from zwalk.query import parse_query
+from zwalk.core import protocol as p
+from zwalk.core.query import parse_query
+from zwalk.store import index as ix
 
 CS = p.MIN_CHUNK_SIZE
 

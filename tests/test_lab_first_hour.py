@@ -13,7 +13,7 @@ import pytest
 from labnodes import LabNode, cli_json, short_tmp, wait_until
 from netlab import Lab
 
-from zwalk import resume
+from zwalk.store import resume
 
 MakeLab = Callable[[int], Lab]
 MIB = 1 << 20

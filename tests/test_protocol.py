@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from zwalk import protocol as p
+from zwalk.core import protocol as p
 
 ids = st.binary(min_size=p.ID_BYTES, max_size=p.ID_BYTES)
 hashes = st.binary(min_size=p.HASH_BYTES, max_size=p.HASH_BYTES)

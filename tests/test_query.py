@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from zwalk.protocol import QueryKind
-from zwalk.query import parse_query
+from zwalk.core.protocol import QueryKind
+from zwalk.core.query import parse_query
 
 CID = "b3:" + "ab" * 32
 

@@ -17,10 +17,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from zwalk import protocol as p
-from zwalk import resume
-from zwalk.download import DownloadError, _check_room
-from zwalk.partfile import PartFile, progress_path
+from zwalk.core import protocol as p
+from zwalk.net.download import DownloadError, _check_room
+from zwalk.store import resume
+from zwalk.store.partfile import PartFile, progress_path
 
 CS = p.MIN_CHUNK_SIZE
 

@@ -8,8 +8,8 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from zwalk import protocol as p
-from zwalk.transfer import MIN_RATE, STALL_FACTOR, ChunkScheduler, Request
+from zwalk.core import protocol as p
+from zwalk.core.transfer import MIN_RATE, STALL_FACTOR, ChunkScheduler, Request
 
 CS = p.MIN_CHUNK_SIZE
 FRAME = 4 * CS  # four chunks a frame in these tests

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import random
 
-from zwalk import protocol as p
-from zwalk.walk import ProbeSearch, Verdict
+from zwalk.core import protocol as p
+from zwalk.core.walk import ProbeSearch, Verdict
 
 CID_A, CID_B = b"\xaa" * 32, b"\xbb" * 32
 
@@ -93,7 +93,7 @@ def test_want_many_collects_holders_and_dedups_by_content_id() -> None:
 
 # --- k-walker random walk and flooding --------------------------------------------------------
 
-from zwalk.walk import (  # noqa: E402
+from zwalk.core.walk import (  # noqa: E402
     CheckBack,
     Ended,
     EndReason,

@@ -15,8 +15,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
 import walksim  # noqa: E402
 from walksim import StrategySpec, WorkloadSpec  # noqa: E402
 
-from zwalk import protocol as p  # noqa: E402
-from zwalk.walk import Strategy, Walk  # noqa: E402
+from zwalk.core import protocol as p  # noqa: E402
+from zwalk.core.walk import Strategy, Walk  # noqa: E402
 
 
 def assert_simple(adj: walksim.Graph) -> None:

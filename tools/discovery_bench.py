@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import netlab  # noqa: E402
 
-from zwalk import control  # noqa: E402
+from zwalk.net import control  # noqa: E402
 
 POLL = 0.005  # seconds between looks at the observers' tables
 LIMIT = 30.0  # give up on one measurement after this long

@@ -33,8 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import netlab  # noqa: E402
 
-from zwalk import control  # noqa: E402
-from zwalk import protocol as p  # noqa: E402
+from zwalk.core import protocol as p  # noqa: E402
+from zwalk.net import control  # noqa: E402
 
 STRATEGIES = {  # strategy -> (walkers, initial, ttl)
     "kwalk": (16, 1, 64),

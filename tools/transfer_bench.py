@@ -57,9 +57,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from zwalk import control  # noqa: E402
-from zwalk import protocol as p  # noqa: E402
-from zwalk.download import part_path  # noqa: E402
+from zwalk.core import protocol as p  # noqa: E402
+from zwalk.net import control  # noqa: E402
+from zwalk.net.download import part_path  # noqa: E402
 
 LOOPBACK = "127.0.0.1"
 METHODS = ("sendfile", "curl", "zwalk")
@@ -163,7 +163,7 @@ SENDFILE_READER = textwrap.dedent(
 
 
 HASH_CODE = (
-    "import sys; from pathlib import Path; from zwalk.index import file_blake3; "
+    "import sys; from pathlib import Path; from zwalk.store.index import file_blake3; "
     "print(file_blake3(Path(sys.argv[1])).hex())"
 )
 

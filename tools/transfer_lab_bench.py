@@ -32,8 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import netlab  # noqa: E402
 
-from zwalk import control  # noqa: E402
-from zwalk.index import file_blake3  # noqa: E402
+from zwalk.net import control  # noqa: E402
+from zwalk.store.index import file_blake3  # noqa: E402
 
 
 def serve(lab: netlab.Lab, host: int, base: Path) -> subprocess.Popen[bytes]:

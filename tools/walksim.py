@@ -55,8 +55,8 @@ from blake3 import blake3
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from zwalk import protocol as p  # noqa: E402
-from zwalk.walk import (  # noqa: E402
+from zwalk.core import protocol as p  # noqa: E402
+from zwalk.core.walk import (  # noqa: E402
     CheckBack,
     Ended,
     EndReason,

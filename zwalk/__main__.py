@@ -1,3 +1,3 @@
-from zwalk.cli import main
+from zwalk.cli.main import main
 
 main()

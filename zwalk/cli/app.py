@@ -1,0 +1,145 @@
+# What every command shares: the resolved configuration, the consoles, and running a node.
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from dataclasses import dataclass, field, replace
+from typing import Any, TypeVar
+
+from rich.console import Console
+
+from zwalk.core import protocol as p
+from zwalk.net.node import Node, hello_wait
+from zwalk.store import identity
+from zwalk.store.config import Config, Endpoint
+
+T = TypeVar("T")
+
+
+@dataclass(slots=True)
+class App:
+    cfg: Config
+    verbose: int = 0
+    named_peers: tuple[Endpoint, ...] = ()  # given with --peer to this command
+    out: Console = field(default_factory=lambda: Console(soft_wrap=True))  # data
+    err: Console = field(default_factory=lambda: Console(stderr=True, soft_wrap=True))  # messages
+
+    def info(self, text: str) -> None:
+        self.err.print(text, highlight=False)
+
+    def warn(self, text: str) -> None:
+        self.err.print(f"[yellow]warning:[/] {text}", highlight=False)
+
+    def error(self, text: str) -> None:
+        self.err.print(f"[bold red]error:[/] {text}", highlight=False)
+
+    @property
+    def named(self) -> tuple[p.Address, ...]:
+        """The --peer endpoints of this command, for a control request."""
+        return tuple(p.Address(host=e.host, port=e.port) for e in self.named_peers)
+
+    @property
+    def status_timeout(self) -> float:
+        """How long a status request may take: a named peer gets its hello first."""
+        return 2.0 + (hello_wait(self.cfg) if self.named_peers else 0.0)
+
+
+def plural(n: int, word: str, words: str | None = None) -> str:
+    """'1 peer', '3 peers'."""
+    return f"{n} {word if n == 1 else (words or word + 's')}"
+
+
+def describe(e: OSError) -> str:
+    """An OSError as a sentence: its message and file, without the '[Errno 98]' prefix."""
+    text = e.strerror or str(e)
+    if e.filename is not None and str(e.filename) not in text:
+        text = f"{e.filename}: {text}"
+    return text
+
+
+def setup_logging(verbose: int) -> None:
+    """Quiet by default: a warning reads like the command's own ('warning: ...'); -v adds what
+    each step does, with times and where it comes from, and -vv every message."""
+    level = logging.WARNING if verbose <= 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        if verbose > 0
+        else _PlainFormatter()
+    )
+    logging.basicConfig(level=level, handlers=[handler], force=True)
+
+
+class _PlainFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return f"{record.levelname.lower()}: {record.getMessage()}"
+
+
+@contextlib.asynccontextmanager
+async def running(node: Node) -> AsyncIterator[Node]:
+    """Run a node for the duration of the block; bind errors are raised here."""
+    ready: asyncio.Future[Node] = asyncio.get_running_loop().create_future()
+    async with asyncio.TaskGroup() as tg:
+        task = tg.create_task(node.run(ready))
+        await ready
+        try:
+            yield node
+        finally:
+            task.cancel()
+
+
+def client_node(app: App, *, listen: bool = False, discover: bool = True) -> Node:
+    """A temporary node for a client command that runs without a local node: it browses mDNS
+    (unless told not to) and knows the configured static peers. The command's --peer ones
+    are met with `meet_named`, so that a failure names them as such."""
+    cfg = replace(app.cfg, peers=tuple(e for e in app.cfg.peers if e not in app.named_peers))
+    if listen:  # walkers report hits to it; it does not announce itself
+        cfg = replace(cfg, port=0)
+    return Node(cfg, identity.ephemeral(), listen=listen, discover=discover, announce=False)
+
+
+async def meet_named(app: App, node: Node) -> None:
+    """Say hello to the command's --peer peers and wait until each answered or failed."""
+    await node.meet(app.named_peers, hello_wait(app.cfg))
+
+
+def first_error(e: BaseException) -> BaseException:
+    """The first real error inside (nested) exception groups."""
+    while isinstance(e, BaseExceptionGroup):
+        inner = [x for x in e.exceptions if not isinstance(x, asyncio.CancelledError)]
+        e = (inner or list(e.exceptions))[0]
+    return e
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    try:
+        return asyncio.run(coro)
+    except BaseExceptionGroup as eg:
+        raise first_error(eg) from None
+
+
+@contextlib.contextmanager
+def signals(extra: Callable[[], None] | None = None) -> Iterator[asyncio.Event]:
+    """An event set by SIGINT or SIGTERM while the block runs (Ctrl-C on Windows arrives as
+    KeyboardInterrupt instead); `extra` is called on each signal too."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+
+    def handler() -> None:
+        stop.set()
+        if extra is not None:
+            extra()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, handler)
+    try:
+        yield stop
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(sig)

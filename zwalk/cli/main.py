@@ -1,0 +1,195 @@
+# The `zwalk` command: global options, configuration, and the mapping of errors to exit codes.
+#
+# Global options are accepted before the command name and after it (`zwalk --peer X find f` and
+# `zwalk find f --peer X`); repeatable ones add up, single ones given after the command win.
+from __future__ import annotations
+
+import difflib
+import importlib
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from zwalk.cli.app import App, setup_logging
+from zwalk.store import config as config_mod
+from zwalk.store.config import ConfigError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+EXIT_OK, EXIT_NOT_FOUND, EXIT_USAGE, EXIT_DOWNLOAD_FAILED = 0, 1, 2, 3
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
+_KEY = "zwalk.globals"
+
+
+def _store(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+    g = ctx.find_root().meta.setdefault(_KEY, {"interface": [], "peer": [], "verbose": 0})
+    name = param.name or ""
+    if name in ("interface", "peer"):
+        g[name].extend(value)
+    elif name == "verbose":
+        g[name] += value
+    elif value is not None:
+        g[name] = value
+
+
+def global_options(f: F) -> F:
+    opts = [
+        click.option(
+            "--config",
+            "config",
+            type=click.Path(dir_okay=False, path_type=Path),
+            expose_value=False,
+            callback=_store,
+            help="INI file to read (default: the user config folder's config.ini).",
+        ),
+        click.option(
+            "--data-dir",
+            type=click.Path(file_okay=False, path_type=Path),
+            expose_value=False,
+            callback=_store,
+            help="Where the node keeps its keys and index cache.",
+        ),
+        click.option(
+            "--interface",
+            multiple=True,
+            expose_value=False,
+            callback=_store,
+            help="IPv4 address or interface name to use (repeatable).",
+        ),
+        click.option(
+            "--peer",
+            multiple=True,
+            expose_value=False,
+            callback=_store,
+            metavar="HOST:PORT",
+            help="A peer to talk to directly (repeatable).",
+        ),
+        click.option(
+            "-v",
+            "--verbose",
+            count=True,
+            expose_value=False,
+            callback=_store,
+            help="More log output on stderr (-vv for debug).",
+        ),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+def used(ctx: click.Context, option: str) -> bool:
+    """Whether a global option ('peer', 'data_dir', ...) was given on the command line."""
+    g = ctx.find_root().meta.get(_KEY, {})
+    return bool(g.get(option))
+
+
+def make_app(ctx: click.Context, *, check_interfaces: bool = True, **overrides: Any) -> App:
+    """Defaults, then the config file, then global flags, then the command's own flags. The
+    chosen interfaces must exist here (doctor reports it as a finding instead)."""
+    g = ctx.find_root().meta.get(_KEY, {"interface": [], "peer": [], "verbose": 0})
+    setup_logging(g["verbose"])
+    explicit = g.get("config")
+    path = explicit or config_mod.default_config_path()
+    cfg = config_mod.load(path, required=bool(explicit))
+    try:
+        peers = tuple(config_mod.parse_endpoint(x) for x in g["peer"])
+    except ConfigError as e:
+        raise ConfigError(f"--peer: {e}") from None
+    try:
+        interfaces = tuple(config_mod.check_interface(x) for x in g["interface"])
+    except ConfigError as e:
+        raise ConfigError(f"--interface: {e}") from None
+    cfg = cfg.with_overrides(
+        data_dir=g.get("data_dir"),
+        interfaces=interfaces or None,
+        peers=(cfg.peers + peers) if peers else None,
+        **overrides,
+    )
+    config_mod.validate(cfg)
+    if check_interfaces and cfg.interfaces:
+        from zwalk.net.netif import resolve
+
+        try:
+            resolve(cfg.interfaces)
+        except ConfigError as e:
+            where = "--interface" if interfaces else f"[node] interfaces in {path}"
+            raise ConfigError(f"{where}: {e}") from None
+    return App(cfg=cfg, verbose=g["verbose"], named_peers=peers)
+
+
+class ZwalkGroup(click.Group):
+    # Subcommands are imported when used: a find need not load zeroconf (for doctor) first.
+    LAZY = {
+        "serve": "zwalk.cli.serve",
+        "find": "zwalk.cli.find",
+        "peers": "zwalk.cli.peers",
+        "doctor": "zwalk.cli.doctor",
+        "demo": "zwalk.cli.demo",
+    }
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [*self.LAZY, *(c for c in super().list_commands(ctx) if c not in self.LAZY)]
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.LAZY:
+            command = getattr(importlib.import_module(self.LAZY[cmd_name]), cmd_name)
+            assert isinstance(command, click.Command)  # noqa: S101 - a table of our own
+            return command
+        return super().get_command(ctx, cmd_name)
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        name = args[0] if args else ""
+        if name and not name.startswith("-") and self.get_command(ctx, name) is None:
+            close = difflib.get_close_matches(name, self.list_commands(ctx), n=1, cutoff=0.6)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            ctx.fail(f"No such command {name!r}.{hint} See `zwalk --help`.")
+        return super().resolve_command(ctx, args)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ConfigError as e:
+            click.echo(f"error: {e}", err=True)
+            ctx.exit(EXIT_USAGE)
+
+
+def _version(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    import zeroconf
+    import zmq
+
+    import zwalk
+
+    where = Path(zwalk.__file__).resolve().parent
+    click.echo(
+        f"zwalk {zwalk.__version__} ({where}), pyzmq {zmq.pyzmq_version()} "
+        f"(libzmq {zmq.zmq_version()}), zeroconf {zeroconf.__version__}, "
+        f"Python {sys.version.split()[0]}"
+    )
+    ctx.exit()
+
+
+@click.group(cls=ZwalkGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_version,
+    help="Show the versions of zwalk, pyzmq, libzmq and zeroconf, and exit.",
+)
+@global_options
+def cli() -> None:
+    """Find and fetch files that live somewhere on your LAN."""
+
+
+def main() -> None:
+    # One name however it is started (`python -m zwalk` too): usage lines, shell completion.
+    sys.exit(cli.main(prog_name="zwalk", standalone_mode=True))

@@ -1,0 +1,348 @@
+# The membership table, sans-IO: who is out there, how we learned of them, and who is still alive.
+#
+# Fed by discovery (mDNS add/remove), static peers, peers that other peers tell us about (gossip),
+# peers that say hello to us (inbound), peers a local command names (named), and by every
+# message we receive. Time is passed in. Peers that could not be reached, or stopped answering,
+# are remembered for a while with the reason, so that commands can say why a peer is missing.
+# mDNS keeps a crashed peer's records for a long time, so liveness is our own: a peer quiet for
+# `ping_after` seconds is pinged, and one that misses `max_missed` pings in a row is dropped.
+from __future__ import annotations
+
+import enum
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from zwalk.store.config import Endpoint
+
+MAX_DETAIL = 200  # characters of "how we learned" detail kept per source
+MAX_LOST = 64  # peers remembered as unreachable or lost
+
+
+class Source(enum.StrEnum):
+    MDNS = "mdns"
+    STATIC = "static"
+    GOSSIP = "gossip"
+    INBOUND = "inbound"
+    NAMED = "named"  # by a local command (--peer): tried now, not again once it fails
+
+
+class State(enum.StrEnum):
+    CONNECTING = "connecting"  # hello sent, no answer yet
+    ALIVE = "alive"
+
+
+@dataclass(slots=True)
+class Member:
+    endpoint: Endpoint
+    node: bytes | None = None  # unknown until the peer says hello-ok
+    name: str = ""
+    incarnation: bytes = b""
+    version: int | None = None
+    files: int = 0
+    state: State = State.CONNECTING
+    learned: dict[Source, str] = field(default_factory=dict)  # how -> detail (interface, via)
+    first_seen: float = 0.0
+    last_seen: float = 0.0  # last time anything arrived from it
+    rtt: float | None = None  # seconds, smoothed
+    ping_sent: float | None = None
+    answered: float = 0.0  # last hello-ok or pong: when `files` and `rtt` were last refreshed
+    missed: int = 0
+    hello_sent: float | None = None
+
+    @property
+    def key(self) -> bytes | Endpoint:
+        return self.node if self.node is not None else self.endpoint
+
+
+@dataclass(frozen=True, slots=True)
+class Lost:
+    """A peer that could not be reached, or stopped answering: the row as it was, and why."""
+
+    endpoint: Endpoint
+    node: bytes | None
+    name: str
+    learned: dict[Source, str]
+    reason: str
+    at: float
+
+
+# --- what the shell should do ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Connect:
+    """Open a link to this endpoint and say hello."""
+
+    endpoint: Endpoint
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    endpoint: Endpoint
+
+
+@dataclass(frozen=True, slots=True)
+class Disconnect:
+    """Close the link: the peer left, died, restarted elsewhere, or turned out to be us."""
+
+    endpoint: Endpoint
+    reason: str
+
+
+Action = Connect | Ping | Disconnect
+
+
+class Membership:
+    def __init__(
+        self,
+        own_node: bytes,
+        *,
+        ping_after: float = 1.0,
+        ping_timeout: float = 1.0,
+        max_missed: int = 3,
+        hello_timeout: float = 3.0,
+        retry_after: float = 5.0,
+        max_members: int = 500,
+        refresh_after: float = 10.0,
+    ) -> None:
+        self.own = own_node
+        self.ping_after = ping_after
+        self.ping_timeout = ping_timeout
+        self.max_missed = max_missed
+        self.hello_timeout = hello_timeout
+        self.retry_after = retry_after
+        self.max_members = max_members
+        self.refresh_after = refresh_after
+        self.by_endpoint: dict[Endpoint, Member] = {}
+        self.static: set[Endpoint] = set()
+        self._failed: dict[Endpoint, float] = {}  # endpoint -> when it last failed (no retry storm)
+        self._self_endpoints: set[Endpoint] = set()
+        self.lost: OrderedDict[Endpoint, Lost] = OrderedDict()  # the latest last
+
+    # --- queries ----------------------------------------------------------------------------
+    def alive(self) -> list[Member]:
+        return [m for m in self.by_endpoint.values() if m.state is State.ALIVE]
+
+    def by_node(self, node: bytes) -> Member | None:
+        for m in self.by_endpoint.values():
+            if m.node == node:
+                return m
+        return None
+
+    # --- learning of peers ------------------------------------------------------------------
+    def add_static(self, endpoints: Iterable[Endpoint], now: float) -> list[Action]:
+        out: list[Action] = []
+        for ep in endpoints:
+            self.static.add(ep)
+            out += self._learn(ep, Source.STATIC, "", now, node=None)
+        return out
+
+    def add_named(self, endpoints: Iterable[Endpoint], now: float) -> list[Action]:
+        """Peers a local command names: met now (even if one failed a moment ago), kept
+        while they answer, not tried again once they fail."""
+        out: list[Action] = []
+        for ep in endpoints:
+            if ep not in self.by_endpoint:
+                self._failed.pop(ep, None)
+            out += self._learn(ep, Source.NAMED, "", now, node=None)
+        return out
+
+    def on_discovered(
+        self,
+        node: bytes,
+        endpoint: Endpoint,
+        how: Source,
+        detail: str,
+        now: float,
+        incarnation: bytes | None = None,
+    ) -> list[Action]:
+        """mDNS, gossip or an inbound hello named a peer at an endpoint."""
+        detail = detail[:MAX_DETAIL]
+        if node == self.own:
+            if how is Source.MDNS:  # first-hand: our own announcement; gossip could be a lie
+                self._self_endpoints.add(endpoint)
+            return []
+        if how is Source.GOSSIP and now - self._failed.get(endpoint, -1e9) < self.retry_after:
+            return []  # told again about a peer that just failed us: not yet
+        out: list[Action] = []
+        current = self.by_node(node)
+        if (
+            current is not None
+            and incarnation is not None
+            and current.incarnation
+            and current.incarnation != incarnation
+        ):
+            # A new run of a node we know: forget the old one entirely, then meet the new one.
+            learned = dict(current.learned)
+            out += self._drop(current, "restarted", now)
+            out += self._learn(endpoint, how, detail, now, node=node)
+            if endpoint in self.by_endpoint:
+                self.by_endpoint[endpoint].learned.update(learned)
+            return out
+        if current is not None and current.endpoint != endpoint:
+            if how is Source.MDNS:  # the peer moved (new port or address): follow it
+                out += self._drop(current, "moved to " + str(endpoint), now)
+            else:
+                current.learned.setdefault(how, detail)
+                return out
+        return out + self._learn(endpoint, how, detail, now, node=node)
+
+    def _learn(
+        self, ep: Endpoint, how: Source, detail: str, now: float, node: bytes | None
+    ) -> list[Action]:
+        if ep in self._self_endpoints:
+            return []
+        m = self.by_endpoint.get(ep)
+        if m is None:
+            if len(self.by_endpoint) >= self.max_members and how is not Source.STATIC:
+                return []  # full: only peers the user named still get in
+            m = Member(endpoint=ep, node=node, first_seen=now, hello_sent=now)
+            m.learned[how] = detail
+            self.by_endpoint[ep] = m
+            return [Connect(ep)]
+        m.learned.setdefault(how, detail)
+        if m.node is None and node is not None:
+            m.node = node
+        return []
+
+    def on_mdns_removed(self, node: bytes, now: float) -> list[Action]:
+        """An mDNS goodbye. A static peer stays: mDNS was only one way we knew it."""
+        m = self.by_node(node)
+        if m is None:
+            return []
+        m.learned.pop(Source.MDNS, None)
+        if m.endpoint in self.static:
+            return []
+        return self._drop(m, "left (mDNS goodbye)", now)
+
+    # --- what peers say ---------------------------------------------------------------------
+    def on_hello(
+        self,
+        endpoint: Endpoint,
+        *,
+        node: bytes,
+        name: str,
+        incarnation: bytes,
+        files: int,
+        version: int,
+        now: float,
+    ) -> list[Action]:
+        """A hello-ok answered our hello, or a hello came in from a peer that listens."""
+        m = self.by_endpoint.get(endpoint)
+        if m is None:
+            return []
+        if node == self.own:
+            self._self_endpoints.add(endpoint)
+            return self._drop(m, "this is our own node", now)
+        out: list[Action] = []
+        other = self.by_node(node)
+        if other is not None and other is not m:
+            # The same node reached at two endpoints: keep one entry (the older one).
+            for how, detail in m.learned.items():
+                other.learned.setdefault(how, detail)
+            return self._drop(m, f"same node as {other.endpoint}", now)
+        if m.hello_sent is not None:
+            self._rtt(m, now - m.hello_sent)
+        m.node, m.name, m.files, m.version = node, name, files, version
+        m.incarnation = incarnation
+        m.state = State.ALIVE
+        m.hello_sent = None
+        m.missed = 0
+        m.last_seen = m.answered = now
+        self._failed.pop(endpoint, None)
+        self.lost.pop(endpoint, None)
+        return out
+
+    def on_traffic(self, node: bytes, now: float) -> None:
+        """Anything at all from a peer counts as a sign of life."""
+        m = self.by_node(node)
+        if m is not None and m.state is State.ALIVE:
+            m.last_seen = now
+            m.missed = 0
+
+    def on_reply(self, endpoint: Endpoint, now: float) -> None:
+        """A reply arrived on our link to this endpoint."""
+        m = self.by_endpoint.get(endpoint)
+        if m is not None and m.state is State.ALIVE:
+            m.last_seen = now
+            m.missed = 0
+
+    def on_pong(self, endpoint: Endpoint, now: float, files: int | None = None) -> None:
+        m = self.by_endpoint.get(endpoint)
+        if m is None:
+            return
+        if m.ping_sent is not None:
+            self._rtt(m, now - m.ping_sent)
+            m.ping_sent = None
+        if files is not None:
+            m.files = files
+        m.answered = now
+        m.last_seen = now
+        m.missed = 0
+
+    def on_bye(self, node: bytes, now: float) -> list[Action]:
+        m = self.by_node(node)
+        return self._drop(m, "left", now) if m is not None else []
+
+    def on_unreachable(self, endpoint: Endpoint, why: str, now: float) -> list[Action]:
+        """The hello failed, or a send found the peer's queue full."""
+        m = self.by_endpoint.get(endpoint)
+        return self._drop(m, why, now, failed=True) if m is not None else []
+
+    # --- the clock --------------------------------------------------------------------------
+    def tick(self, now: float) -> list[Action]:
+        out: list[Action] = []
+        for m in list(self.by_endpoint.values()):
+            if m.state is State.CONNECTING:
+                if m.hello_sent is not None and now - m.hello_sent >= self.hello_timeout:
+                    why = f"no answer to hello within {self.hello_timeout:g} s"
+                    out += self._drop(m, why, now, failed=True)
+                continue
+            if m.ping_sent is not None and now - m.ping_sent >= self.ping_timeout:
+                m.missed += 1
+                m.ping_sent = None
+                if m.missed >= self.max_missed:
+                    out += self._drop(m, f"stopped answering ({m.missed} pings missed)", now, True)
+                    continue
+            # Ping the quiet, and now and then the busy too: a pong refreshes files and RTT.
+            stale = now - m.answered >= self.refresh_after
+            if m.ping_sent is None and (now - m.last_seen >= self.ping_after or stale):
+                m.ping_sent = now
+                out.append(Ping(m.endpoint))
+        # Forget old failures (the table of them must not grow without end).
+        if len(self._failed) > 4 * self.max_members:
+            horizon = now - 10 * self.retry_after
+            self._failed = {ep: t for ep, t in self._failed.items() if t >= horizon}
+        # Static peers are never forgotten: try them again after a pause.
+        for ep in self.static:
+            if ep not in self.by_endpoint and now - self._failed.get(ep, -1e9) >= self.retry_after:
+                out += self._learn(ep, Source.STATIC, "", now, node=None)
+        return out
+
+    def next_wakeup(self, now: float) -> float:
+        """When `tick` next has something to do (at the latest, ping_after from now)."""
+        times = [now + self.ping_after]
+        for m in self.by_endpoint.values():
+            if m.state is State.CONNECTING and m.hello_sent is not None:
+                times.append(m.hello_sent + self.hello_timeout)
+            elif m.ping_sent is not None:
+                times.append(m.ping_sent + self.ping_timeout)
+            else:
+                times.append(m.last_seen + self.ping_after)
+        return max(now, min(times))
+
+    # --- helpers ----------------------------------------------------------------------------
+    def _drop(self, m: Member, reason: str, now: float, failed: bool = False) -> list[Action]:
+        self.by_endpoint.pop(m.endpoint, None)
+        self._failed[m.endpoint] = now
+        if failed:
+            self.lost[m.endpoint] = Lost(m.endpoint, m.node, m.name, dict(m.learned), reason, now)
+            self.lost.move_to_end(m.endpoint)
+            while len(self.lost) > MAX_LOST:
+                self.lost.popitem(last=False)
+        return [Disconnect(m.endpoint, reason)]
+
+    @staticmethod
+    def _rtt(m: Member, sample: float) -> None:
+        m.rtt = sample if m.rtt is None else 0.8 * m.rtt + 0.2 * sample

@@ -1,0 +1,58 @@
+# What a user searches for, and whether a file name or content id matches it.
+# Pure functions: the index and the walk both use them, the network never sees a Query object.
+from __future__ import annotations
+
+import fnmatch
+import string
+import unicodedata
+from dataclasses import dataclass
+
+from zwalk.core.protocol import QueryKind, cid_from_text
+
+GLOB_CHARS = frozenset("*?[")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Query:
+    kind: QueryKind
+    pattern: str
+    icase: bool = False
+
+    def matches(self, name: str, cid: bytes) -> bool:
+        if self.kind is QueryKind.CID:
+            return cid == cid_from_text(self.pattern)
+        # One spelling of each character: a name typed on Linux (NFC) matches the same name
+        # stored by macOS (NFD), and the other way round.
+        name, pattern = nfc(name), nfc(self.pattern)
+        if self.icase:
+            name, pattern = name.casefold(), pattern.casefold()
+        if self.kind is QueryKind.GLOB:
+            return fnmatch.fnmatchcase(name, pattern)
+        return name == pattern
+
+
+def nfc(text: str) -> str:
+    return text if unicodedata.is_normalized("NFC", text) else unicodedata.normalize("NFC", text)
+
+
+def parse_query(text: str, *, icase: bool = False) -> Query:
+    """A command-line query: a content id ('b3:' and 64 hex digits, or the 64 hex digits alone
+    that b3sum prints), a glob, or an exact file name (in that order)."""
+    text = nfc(text.strip())
+    if not text:
+        raise ValueError("empty query")
+    if "/" in text or "\\" in text:
+        raise ValueError("a query matches file names, not paths: leave out the folders")
+    if text.lower().startswith("b3:"):
+        return Query(kind=QueryKind.CID, pattern="b3:" + cid_from_text(text).hex())
+    if is_bare_cid(text):
+        return Query(kind=QueryKind.CID, pattern="b3:" + text.lower())
+    if GLOB_CHARS & set(text):
+        return Query(kind=QueryKind.GLOB, pattern=text, icase=icase)
+    return Query(kind=QueryKind.NAME, pattern=text, icase=icase)
+
+
+def is_bare_cid(text: str) -> bool:
+    """64 hex digits, as b3sum prints a hash: read as a content id, not as a file name."""
+    text = text.strip()
+    return len(text) == 64 and all(c in string.hexdigits for c in text)

@@ -1,0 +1,188 @@
+# One search, whichever strategy, as plain data: run by the local node for a control request,
+# or by a temporary node in the `find` command itself.
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, field
+
+from zwalk.core import protocol as p
+from zwalk.core.query import Query
+from zwalk.core.walk import FloodSearch, KWalkSearch, ProbeSearch, Strategy
+from zwalk.net.node import Node
+from zwalk.net.probe import probe
+
+MAX_FOUND, MAX_HOLDERS, MAX_TRACE = 200, 16, 1000  # what one find-ok reports at most
+
+
+@dataclass(frozen=True, slots=True)
+class SearchOptions:
+    strategy: Strategy = Strategy.KWALK
+    timeout: float = 10.0
+    want: int = 1
+    walkers: int = 16
+    initial: int = 1  # kwalk starts with this many walkers and doubles while nothing is found
+    ttl: int = 64
+    check_every: int = 8
+    widen_hops: int = 32
+    linger: float | None = None  # wanting every hit: end this long after the first anyway
+
+
+@dataclass(slots=True)
+class FindResult:
+    strategy: Strategy
+    found: list[p.FoundFile] = field(default_factory=list)
+    messages: int = 0
+    hops: int = 0
+    first_hit_hops: int | None = None
+    visited: int = 0
+    known: int = 0
+    elapsed: float = 0.0
+    trace: list[p.TraceHop] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # peers that could not be asked, and why
+    local: list[p.LocalHit] = field(default_factory=list)  # matches the node shares itself
+
+    def to_wire(self, req: int) -> p.FindOk:
+        # Bounded so the answer always fits one header: the best hits, a few holders each.
+        found = tuple(
+            p.FoundFile(
+                name=f.name,
+                size=f.size,
+                cid=f.cid,
+                holders=f.holders[:MAX_HOLDERS],
+                mtime_ms=f.mtime_ms,
+            )
+            for f in self.found[:MAX_FOUND]
+        )
+        return p.FindOk(
+            req=req,
+            found=found,
+            messages=min(self.messages, p.MAX_COUNT),
+            hops=min(self.hops, p.MAX_COUNT),
+            first_hit_hops=self.first_hit_hops,
+            visited=min(self.visited, p.MAX_COUNT),
+            known=min(self.known, p.MAX_COUNT),
+            elapsed_us=int(self.elapsed * 1e6),
+            trace=tuple(self.trace)[:MAX_TRACE],
+            errors=tuple(e[: p.MAX_REASON_CHARS] for e in self.errors)[: p.MAX_FAILURES],
+            local=tuple(self.local)[: p.MAX_LOCAL_HITS],
+        )
+
+    @classmethod
+    def from_wire(cls, msg: p.FindOk, strategy: Strategy) -> FindResult:
+        return cls(
+            strategy,
+            list(msg.found),
+            msg.messages,
+            msg.hops,
+            msg.first_hit_hops,
+            msg.visited,
+            msg.known,
+            msg.elapsed_us / 1e6,
+            list(msg.trace),
+            list(msg.errors),
+            list(msg.local),
+        )
+
+
+def _holder(node: Node, peer: bytes, path: str) -> p.Holder:
+    m = node.membership.by_node(peer)
+    if m is None:
+        return p.Holder(node=peer, name="", host="?", port=0, path=path)
+    return p.Holder(node=peer, name=m.name, host=m.endpoint.host, port=m.endpoint.port, path=path)
+
+
+def local_hits(node: Node, query: Query) -> list[p.LocalHit]:
+    """What the node itself shares that matches: a user's own files are hits too."""
+    return [
+        p.LocalHit(name=e.name, size=e.size, cid=e.cid, path=str(e.path))
+        for e in node.index.search(query, limit=p.MAX_LOCAL_HITS)
+        if len(str(e.path).encode()) <= p.MAX_PATH_BYTES
+    ]
+
+
+async def run_find(node: Node, query: Query, opts: SearchOptions) -> FindResult:
+    """Search the node's live peers with the chosen strategy."""
+    started = time.monotonic()
+    result = FindResult(opts.strategy, known=len(node.neighbours()), local=local_hits(node, query))
+    if opts.strategy is Strategy.PROBE:
+        ps: ProbeSearch = await probe(
+            node.alive_links(),
+            query,
+            timeout=opts.timeout,
+            reply_timeout=node.cfg.reply_timeout,
+            want=opts.want,
+            rng=random.Random(),  # noqa: S311 -- peer order only
+            linger=opts.linger,
+        )
+        for f in ps.ranked():
+            holders = tuple(
+                p.Holder(
+                    node=link.info.node if link.info else b"\0" * p.ID_BYTES,
+                    name=link.info.name if link.info else "",
+                    host=link.endpoint.host,
+                    port=link.endpoint.port,
+                    path=path,
+                )
+                for link, path in list(f.holders.items())[: p.MAX_GOSSIP]
+            )
+            result.found.append(
+                p.FoundFile(
+                    name=f.name, size=f.size, cid=f.cid, holders=holders, mtime_ms=f.mtime_ms
+                )
+            )
+        result.messages = result.hops = ps.messages
+        node.walks.sent += ps.messages
+        result.first_hit_hops = ps.first_hit_hops
+        result.visited = ps.visited
+        result.trace = [
+            p.TraceHop(
+                node=h.peer.info.node if h.peer.info else None,
+                name=h.peer.info.name if h.peer.info else str(h.peer.endpoint),
+                latency_us=int(h.latency * 1e6),
+                verdict=str(h.verdict),
+                hits=h.hits,
+            )
+            for h in ps.trace
+        ]
+    else:
+        s: KWalkSearch[bytes] | FloodSearch[bytes] = await node.walks.search(
+            query,
+            strategy=opts.strategy,
+            timeout=opts.timeout,
+            want=opts.want,
+            walkers=opts.walkers,
+            initial=opts.initial,
+            ttl=opts.ttl,
+            check_every=opts.check_every,
+            widen_hops=opts.widen_hops,
+            linger=opts.linger,
+        )
+        for f in s.ranked():
+            holders = tuple(
+                _holder(node, peer, path) for peer, path in list(f.holders.items())[: p.MAX_GOSSIP]
+            )
+            result.found.append(
+                p.FoundFile(
+                    name=f.name, size=f.size, cid=f.cid, holders=holders, mtime_ms=f.mtime_ms
+                )
+            )
+        if isinstance(s, KWalkSearch):
+            result.messages = s.messages
+            result.hops = sum(s.hops.values())
+        else:
+            result.messages = result.hops = s.messages
+        result.first_hit_hops = s.first_hit_hops
+        result.visited = len(s.visited)
+        result.trace = [
+            p.TraceHop(
+                node=h.peer,
+                name=_holder(node, h.peer, "x").name,
+                latency_us=int(h.latency * 1e6),
+                verdict=str(h.verdict),
+                hits=h.hits,
+            )
+            for h in s.trace
+        ]
+    result.elapsed = time.monotonic() - started
+    return result

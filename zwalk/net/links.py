@@ -1,0 +1,197 @@
+# Outgoing links: one DEALER per peer endpoint, matching replies to requests by id, and a second
+# DEALER to the same endpoint, opened on first use, for chunk requests. A peer's ROUTER answers
+# each connection in order, so a pong sent after 16 MiB of chunk data would wait behind all of
+# it (seconds on a slow link, long enough for the peer to be taken for dead); on a connection of
+# its own, a ping's answer waits only for the link's own queue. Both connections count as proof
+# of life: anything that arrives on either refreshes the peer's last-seen time.
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+import zmq
+import zmq.asyncio
+
+from zwalk.core import protocol as p
+from zwalk.store.config import Endpoint
+
+log = logging.getLogger(__name__)
+
+HWM = 256  # messages queued per socket before a send fails (and the peer counts as gone)
+
+
+class PeerError(Exception):
+    """A peer answered with an error, could not be reached, or said something malformed. The
+    message says what happened, not to whom: the caller names the peer (once)."""
+
+    def __init__(self, message: str, code: p.ErrorCode | None = None) -> None:
+        super().__init__(message)
+        self.code = code  # the peer's error code, when it answered with one
+
+
+class PeerGone(PeerError):
+    """The peer's send queue is full or its link is closed: treat it as gone."""
+
+
+def configure(sock: zmq.Socket[Any]) -> None:
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.MAXMSGSIZE, p.MAX_FRAME)
+    sock.setsockopt(zmq.SNDHWM, HWM)
+    sock.setsockopt(zmq.RCVHWM, HWM)
+
+
+@dataclass(frozen=True, slots=True)
+class PeerInfo:
+    node: bytes
+    name: str
+    files: int
+    endpoint: Endpoint
+
+    @property
+    def short(self) -> str:
+        return self.node.hex()[:12]
+
+
+class PeerLink:
+    """The DEALER to one peer endpoint. `receive_loop` must run while the link is used."""
+
+    def __init__(
+        self,
+        ctx: zmq.asyncio.Context,
+        endpoint: Endpoint,
+        *,
+        node_id: bytes,
+        req_ids: Callable[[], int],
+        on_reply: Callable[[Endpoint], None] | None = None,
+    ) -> None:
+        self.endpoint = endpoint
+        self.info: PeerInfo | None = None
+        self.rtt: float | None = None  # seconds the hello took
+        self._next_req = req_ids
+        self._on_reply = on_reply
+        self.sock = ctx.socket(zmq.DEALER)
+        configure(self.sock)
+        # Node id first (so the peer knows who talks), then a per-link suffix: two links from
+        # one node to one peer (two addresses) must not collide on the peer's ROUTER.
+        try:
+            self.sock.setsockopt(zmq.ROUTING_ID, node_id + os.urandom(4))
+            self.sock.connect(endpoint.zmq)
+        except zmq.ZMQError:
+            self.sock.close(linger=0)  # an open socket would keep the context from ending
+            raise
+        self._node_id = node_id
+        self._ctx = ctx
+        self._bulk: zmq.asyncio.Socket | None = None  # chunk requests, once there is one
+        self._bulk_opened = asyncio.Event()
+        self._pending: dict[int, asyncio.Future[p.Message]] = {}
+        self.closed = False
+
+    def __repr__(self) -> str:
+        return f"<peer {self.label}>"
+
+    @property
+    def label(self) -> str:
+        if self.info:
+            return f"{self.info.name} ({self.info.short}) at {self.endpoint}"
+        return str(self.endpoint)
+
+    def send(self, msg: p.Message) -> None:
+        """Send without waiting for a reply (notifications such as bye)."""
+        if self.closed:
+            raise PeerGone("link closed")
+        # zmq.asyncio reports a full queue through the returned future, at once.
+        sent = self.sock.send_multipart(p.encode(msg), flags=zmq.NOBLOCK, copy=False)
+        if sent.done() and sent.exception() is not None:
+            raise PeerGone("send queue full")
+
+    def _bulk_socket(self) -> zmq.asyncio.Socket:
+        if self._bulk is None:
+            sock = self._ctx.socket(zmq.DEALER)
+            configure(sock)
+            try:
+                sock.setsockopt(zmq.ROUTING_ID, self._node_id + os.urandom(4))
+                sock.connect(self.endpoint.zmq)
+            except zmq.ZMQError:
+                sock.close(linger=0)
+                raise
+            self._bulk = sock
+            self._bulk_opened.set()
+        return self._bulk
+
+    async def request(
+        self, msg: p.Message, timeout: float | None, *, bulk: bool = False
+    ) -> p.Message:
+        """Send a request and wait for its reply (for ever with no timeout: the caller then
+        decides when to give up, by cancelling); error replies raise PeerError. `bulk` sends
+        it on the connection for large replies."""
+        if self.closed:
+            raise PeerGone("link closed")
+        req = self._next_req()
+        msg = replace(msg, req=req)
+        fut: asyncio.Future[p.Message] = asyncio.get_running_loop().create_future()
+        self._pending[req] = fut
+        try:
+            sock = self._bulk_socket() if bulk else self.sock
+            try:
+                await sock.send_multipart(p.encode(msg), flags=zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                raise PeerGone("send queue full") from None
+            async with asyncio.timeout(timeout):
+                reply = await fut
+        finally:
+            self._pending.pop(req, None)
+        if isinstance(reply, p.Error):
+            raise PeerError(f"{reply.code}: {reply.reason}", reply.code)
+        return reply
+
+    async def receive_loop(self) -> None:
+        """Take replies from both connections (the bulk one once it is opened)."""
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._receive(self.sock))
+            await self._bulk_opened.wait()
+            if self._bulk is not None and not self.closed:
+                tg.create_task(self._receive(self._bulk))
+
+    async def _receive(self, sock: zmq.asyncio.Socket) -> None:
+        while True:
+            frames = await sock.recv_multipart(copy=False)
+            if self._on_reply is not None:
+                self._on_reply(self.endpoint)
+            try:
+                msg = p.decode([f.buffer for f in frames])
+            except p.ProtocolError as e:
+                log.warning("malformed reply from %s: %s", self.label, e)
+                fut = self._pending.get(e.req) if e.req is not None else None
+                if fut and not fut.done():
+                    fut.set_exception(PeerError(f"malformed reply: {e.reason}"))
+                continue
+            fut = self._pending.get(msg.req)
+            if fut is None or fut.done():
+                log.debug("unsolicited %s from %s", msg.TYPE, self.label)
+                continue
+            fut.set_result(msg)
+
+    async def hello(self, hello: p.Hello, timeout: float) -> p.HelloOk:
+        started = asyncio.get_running_loop().time()
+        reply = await self.request(hello, timeout)
+        if not isinstance(reply, p.HelloOk):
+            raise PeerError(f"answered hello with {reply.TYPE}")
+        self.rtt = asyncio.get_running_loop().time() - started  # a small request, both ways
+        self.info = PeerInfo(reply.node, reply.name, reply.files, self.endpoint)
+        return reply
+
+    def close(self, linger_ms: int = 0) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        for fut in self._pending.values():
+            if not fut.done():
+                fut.set_exception(PeerGone("link closed"))
+        self.sock.close(linger=linger_ms)
+        if self._bulk is not None:
+            self._bulk.close(linger=0)  # nothing on it is worth waiting for
+        self._bulk_opened.set()  # the receive loop stops waiting for it

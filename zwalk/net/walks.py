@@ -1,0 +1,331 @@
+# The I/O around the walk policy (zwalk/walk.py): relaying query copies that reach this node,
+# and running searches that start here. Decisions stay in the sans-IO Relay and *Search objects;
+# this module only sends what they return and reports back what arrives.
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from zwalk.core import protocol as p
+from zwalk.core.query import Query
+from zwalk.core.walk import (
+    CheckBack,
+    Ended,
+    EndReason,
+    FloodSearch,
+    Forward,
+    KWalkSearch,
+    Relay,
+    Strategy,
+    Walk,
+)
+from zwalk.net.links import PeerError, PeerLink
+
+if TYPE_CHECKING:
+    from zwalk.net.node import Node
+
+log = logging.getLogger(__name__)
+
+HANDOVER_TIMEOUT = 1.0  # seconds for the next hop to acknowledge a walk before another is tried
+HANDOVER_TRIES = 3
+FLOOD_QUIET = 1.0  # seconds without a report after which a flood search is over
+MAX_RELAYS = 256  # query copies relayed at once; beyond, a hand-over is refused as busy
+
+AnySearch = KWalkSearch[bytes] | FloodSearch[bytes]
+
+
+def to_policy(msg: p.Walk | p.WalkHits | p.WalkCheck | p.WalkEnd) -> Walk[bytes]:
+    if isinstance(msg, p.Walk):
+        return Walk(
+            msg.qid,
+            Strategy(str(msg.strategy)),
+            msg.walker,
+            msg.ttl,
+            msg.hops,
+            msg.path,
+            msg.check_every,
+            msg.stop_on_hit,
+            msg.backtrack,
+        )
+    return Walk(msg.qid, Strategy.KWALK, msg.walker, 0, msg.hops, msg.path)
+
+
+def to_wire(walk: Walk[bytes], origin: p.PeerRef, query: Query) -> p.Walk:
+    return p.Walk(
+        req=0,
+        qid=walk.qid,
+        walker=walk.walker,
+        hops=walk.hops,
+        path=walk.path[:1] + walk.path[1:][-(p.MAX_PATH - 1) :],  # keep the latest
+        strategy=p.WalkStrategy(str(walk.strategy)),
+        ttl=walk.ttl,
+        check_every=walk.check_every,
+        origin=origin,
+        kind=query.kind,
+        pattern=query.pattern,
+        icase=query.icase,
+        stop_on_hit=walk.stop_on_hit,
+        backtrack=walk.backtrack,
+    )
+
+
+@dataclass
+class Running:
+    search: AnySearch
+    query: Query
+    origin: p.PeerRef
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class WalkService:
+    """Walk relaying and walk searches for one node."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.relay: Relay[bytes] = Relay(node.identity.node_id)
+        self.rng = random.Random()  # noqa: S311 -- walk choices, not security
+        self.running: dict[bytes, Running] = {}
+        self.sent = 0  # query copies and check-backs this node sent (for benchmarks)
+        self.relaying = 0  # query copies being relayed now
+
+    # --- relaying -------------------------------------------------------------------------------
+    def can_relay(self) -> bool:
+        return self.relaying < MAX_RELAYS
+
+    async def relay_walk(self, msg: p.Walk, sender: bytes) -> None:
+        """A query copy reached us (already acknowledged): check the index, then pass it on."""
+        self.relaying += 1
+        try:
+            await self._relay_walk(msg, sender)
+        finally:
+            self.relaying -= 1
+
+    async def _relay_walk(self, msg: p.Walk, sender: bytes) -> None:
+        node = self.node
+        walk = to_policy(msg)
+        first = self.relay.arrive(walk)
+        query = Query(kind=msg.kind, pattern=msg.pattern, icase=msg.icase)
+        found = node.index.search(query, limit=p.MAX_HITS) if first else []
+        if found:
+            self._notify(
+                msg.origin,
+                p.WalkHits(
+                    req=0,
+                    qid=msg.qid,
+                    walker=msg.walker,
+                    hops=msg.hops,
+                    path=msg.path,
+                    hits=tuple(e.hit() for e in found),
+                ),
+            )
+        neighbours = node.neighbours()
+        checked = False
+        for _ in range(HANDOVER_TRIES + 1):
+            actions = self.relay.next_step(
+                walk,
+                neighbours,
+                self.rng,
+                sender=sender,
+                first=first,
+                checked=checked,
+                found_here=bool(found),
+            )
+            if walk.strategy is Strategy.FLOOD:
+                await asyncio.gather(
+                    *(
+                        self._hand_over(a.to, to_wire(a.walk, msg.origin, query))
+                        for a in actions
+                        if isinstance(a, Forward)
+                    )
+                )
+                return
+            if not actions:
+                return
+            action = actions[0]
+            if isinstance(action, Ended):
+                self._end(msg, walk, action.reason)
+                return
+            if isinstance(action, CheckBack):
+                go, avoid = await self._check(msg, walk)
+                if not go:
+                    self._end(msg, walk, EndReason.STOPPED)
+                    return
+                walk = walk.avoiding(avoid)
+                checked = True
+                continue
+            if isinstance(action, Forward):
+                if await self._hand_over(action.to, to_wire(action.walk, msg.origin, query)):
+                    return
+                neighbours = [n for n in neighbours if n != action.to]  # gone: try another
+        self._end(msg, walk, EndReason.DEAD_END)
+
+    async def _hand_over(self, to: bytes, msg: p.Walk) -> bool:
+        link = self.node.link_for(to)
+        if link is None:
+            return False
+        self.sent += 1
+        try:
+            reply = await link.request(msg, HANDOVER_TIMEOUT)
+        except (TimeoutError, PeerError) as e:
+            log.info("walk hand-over to %s failed: %s", to.hex()[:12], e or "timeout")
+            return False
+        return isinstance(reply, p.WalkOk)
+
+    async def _check(self, msg: p.Walk, walk: Walk[bytes]) -> tuple[bool, tuple[bytes, ...]]:
+        link = self._origin_link(msg.origin)
+        if link is None:
+            return False, ()
+        self.sent += 1
+        try:
+            reply = await link.request(
+                p.WalkCheck(req=0, qid=msg.qid, walker=msg.walker, hops=walk.hops, path=walk.path),
+                self.node.cfg.reply_timeout,
+            )
+        except (TimeoutError, PeerError):
+            return False, ()  # the searcher is gone or busy: no point walking on
+        if not isinstance(reply, p.WalkGo):
+            return False, ()
+        return reply.go, reply.avoid
+
+    def _end(self, msg: p.Walk, walk: Walk[bytes], reason: EndReason) -> None:
+        self._notify(
+            msg.origin,
+            p.WalkEnd(
+                req=0,
+                qid=msg.qid,
+                walker=msg.walker,
+                hops=walk.hops,
+                path=walk.path,
+                reason=p.EndReason(str(reason)),
+            ),
+        )
+
+    def _origin_link(self, origin: p.PeerRef) -> PeerLink | None:
+        # Alive, or being greeted right now (a searcher that just said hello), or met anew.
+        return (
+            self.node.link_for(origin.node)
+            or self.node.link_for(origin.node, alive_only=False)
+            or self.node.link_to(origin)
+        )
+
+    def _notify(self, origin: p.PeerRef, msg: p.Message) -> None:
+        if origin.node == self.node.identity.node_id:
+            self.node.spawn(self.on_notification(msg, origin.node))
+            return
+        link = self._origin_link(origin)
+        if link is not None:
+            try:
+                link.send(msg)
+            except PeerError as e:
+                log.info("cannot report to the searcher: %s", e)
+
+    # --- the searcher's side --------------------------------------------------------------------
+    async def on_notification(self, msg: p.Message, sender: bytes) -> None:
+        run = self.running.get(getattr(msg, "qid", b""))
+        if run is None:
+            return
+        now = time.monotonic()
+        s = run.search
+        if isinstance(msg, p.WalkHits):
+            s.on_hits(to_policy(msg), sender, msg.hits, now, latency=now - s.started)
+        elif isinstance(msg, p.WalkEnd) and isinstance(s, KWalkSearch):
+            more = s.on_end(to_policy(msg), sender, EndReason(str(msg.reason)), now)
+            self._launch(run, more)
+        run.changed.set()
+
+    def on_check(self, msg: p.WalkCheck, sender: bytes) -> p.WalkGo:
+        run = self.running.get(msg.qid)
+        if run is None or not isinstance(run.search, KWalkSearch):
+            return p.WalkGo(req=msg.req, go=False)
+        walk = to_policy(msg)
+        go, more = run.search.on_check(walk, sender, time.monotonic())
+        self._launch(run, more)
+        run.changed.set()
+        avoid = run.search.avoid_for(walk)[: p.MAX_PATH] if go else ()
+        return p.WalkGo(req=msg.req, go=go, avoid=avoid)
+
+    def _launch(self, run: Running, forwards: list[Forward[bytes]]) -> None:
+        for f in forwards:
+            self.node.spawn(self._first_hop(run, f))
+
+    async def _first_hop(self, run: Running, f: Forward[bytes]) -> None:
+        msg = to_wire(f.walk, run.origin, run.query)
+        if await self._hand_over(f.to, msg):
+            return
+        if isinstance(run.search, KWalkSearch):
+            self._launch(run, run.search.on_lost(f.walk.walker, f.to, time.monotonic()))
+            run.changed.set()
+
+    async def search(
+        self,
+        query: Query,
+        *,
+        strategy: Strategy,
+        timeout: float,
+        want: int = 1,
+        walkers: int = 16,
+        initial: int | None = 1,
+        ttl: int = 64,
+        check_every: int = 8,
+        widen_hops: int = 32,
+        linger: float | None = None,
+        on_start: Callable[[AnySearch], None] | None = None,
+    ) -> AnySearch:
+        node = self.node
+        if not node.listen:
+            raise RuntimeError("a walk or flood search needs a node that listens for hits")
+        me = node.identity.node_id
+        neighbours = node.neighbours()
+        now = time.monotonic()
+        qid = os.urandom(p.ID_BYTES)
+        s: AnySearch
+        if strategy is Strategy.FLOOD:
+            s = FloodSearch(
+                me, neighbours, qid=qid, now=now, deadline=now + timeout, want=want, ttl=ttl
+            )
+        else:
+            s = KWalkSearch(
+                me,
+                neighbours,
+                qid=qid,
+                rng=self.rng,
+                now=now,
+                deadline=now + timeout,
+                want=want,
+                walkers=walkers,
+                initial=initial,
+                ttl=ttl,
+                check_every=check_every,
+                widen_hops=widen_hops,
+                stop_on_hit=want == 1,
+            )
+        s.linger = linger
+        run = Running(s, query, node.self_ref())
+        self.running[qid] = run
+        # Copies of our own query that come back (floods do) are duplicates here.
+        self.relay.arrive(Walk(qid, strategy, 0, 0, 0, (me,)))
+        if on_start is not None:
+            on_start(s)
+        try:
+            self._launch(run, s.start(now))
+            last = time.monotonic()
+            while not s.done(time.monotonic()):
+                run.changed.clear()
+                wait = max(0.001, min(0.25, s.deadline - time.monotonic()))
+                try:
+                    async with asyncio.timeout(wait):
+                        await run.changed.wait()
+                    last = time.monotonic()
+                except TimeoutError:
+                    # A flood sends no end notices: once nothing has come for a while, it is over.
+                    if isinstance(s, FloodSearch) and time.monotonic() - last >= FLOOD_QUIET:
+                        s.done(time.monotonic(), quiet=True)
+        finally:
+            self.running.pop(qid, None)
+        return s
