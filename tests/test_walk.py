@@ -4,7 +4,7 @@ from __future__ import annotations
 import random
 
 from zwalk.core import protocol as p
-from zwalk.core.walk import ProbeSearch, Verdict
+from zwalk.core.outcome import ProbeSearch, Verdict
 
 CID_A, CID_B = b"\xaa" * 32, b"\xbb" * 32
 
@@ -93,17 +93,9 @@ def test_want_many_collects_holders_and_dedups_by_content_id() -> None:
 
 # --- k-walker random walk and flooding --------------------------------------------------------
 
-from zwalk.core.walk import (  # noqa: E402
-    CheckBack,
-    Ended,
-    EndReason,
-    FloodSearch,
-    Forward,
-    KWalkSearch,
-    Relay,
-    Strategy,
-    Walk,
-)
+from zwalk.core.fields import EndReason, Strategy  # noqa: E402
+from zwalk.core.searches import FloodSearch, KWalkSearch  # noqa: E402
+from zwalk.core.walk import CheckBack, Ended, Forward, Relay, Walk  # noqa: E402
 
 QID = b"q" * 16
 

@@ -16,7 +16,8 @@ import walksim  # noqa: E402
 from walksim import StrategySpec, WorkloadSpec  # noqa: E402
 
 from zwalk.core import protocol as p  # noqa: E402
-from zwalk.core.walk import Strategy, Walk  # noqa: E402
+from zwalk.core.fields import Strategy  # noqa: E402
+from zwalk.core.walk import Walk  # noqa: E402
 
 
 def assert_simple(adj: walksim.Graph) -> None:

@@ -77,7 +77,7 @@ async def run_case(
             kind=p.QueryKind.NAME,
             pattern=name,
             icase=False,
-            strategy=p.SearchStrategy(strategy),
+            strategy=p.Strategy(strategy),
             walkers=walkers,
             initial=initial,
             ttl=ttl,

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import walksim  # noqa: E402
 from walksim import StrategySpec, WorkloadSpec  # noqa: E402
 
-from zwalk.core.walk import Strategy  # noqa: E402
+from zwalk.core.fields import Strategy  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 KWALK_TTLS = (2, 4, 8, 16, 32, 64, 1024)

@@ -56,19 +56,10 @@ from blake3 import blake3
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from zwalk.core import protocol as p  # noqa: E402
-from zwalk.core.walk import (  # noqa: E402
-    CheckBack,
-    Ended,
-    EndReason,
-    FloodSearch,
-    Forward,
-    KWalkSearch,
-    ProbeSearch,
-    Relay,
-    RelayAction,
-    Strategy,
-    Walk,
-)
+from zwalk.core.fields import Strategy
+from zwalk.core.outcome import ProbeSearch
+from zwalk.core.searches import FloodSearch, KWalkSearch
+from zwalk.core.walk import CheckBack, Ended, Forward, Relay, RelayAction, RelayStep, Walk
 
 Graph = list[list[int]]  # adjacency lists, nodes numbered 0..n-1
 
@@ -471,72 +462,45 @@ def run_query(w: Workload, q: int, s: StrategySpec, rng: random.Random) -> Query
     # Check-backs are answered once every copy due at their tick has arrived: a hit report and a
     # check-back sent at the same hop reach the searcher together, and which one the searcher
     # reads first must not hang on the order of this queue.
-    asking: deque[tuple[int, int, int, CheckBack[int], bool, bool]] = deque()
+    asking: deque[tuple[int, int, CheckBack[int], RelayStep[int]]] = deque()
 
-    def act(
-        todo: list[RelayAction[int]], now: int, sender: int, at: int, first: bool, found: bool
-    ) -> None:
+    def act(todo: list[RelayAction[int]], now: int, at: int, step: RelayStep[int]) -> None:
         nonlocal messages
         for a in todo:
             if isinstance(a, Forward):
                 wire.append((now + 1, at, a.to, on_the_wire(a.walk)))
                 messages += 1
             elif isinstance(a, CheckBack):
-                asking.append((now, sender, at, a, first, found))
+                asking.append((now, at, a, step))
             elif isinstance(a, Ended):
                 assert isinstance(searcher, KWalkSearch)  # noqa: S101 - floods end silently
                 launch(searcher.on_end(a.walk, at, a.reason, float(now)), now)
 
     while wire or asking:
         if asking and (not wire or wire[0][0] > asking[0][0]):
-            now, sender, at, check, first, found_here = asking.popleft()
+            now, at, check, step = asking.popleft()
             assert isinstance(searcher, KWalkSearch)  # noqa: S101 - only walkers check back
             messages += 1
             checks += 1
             go, more = searcher.on_check(check.walk, at, float(now))
             launch(more, now)
-            if not go:
-                launch(searcher.on_end(check.walk, at, EndReason.STOPPED, float(now)), now)
-                continue
             # the answer names nodes other walkers visited, as the node's shell does
-            told = check.walk.avoiding(searcher.avoid_for(check.walk)[: p.MAX_PATH])
-            act(
-                relays[at].next_step(
-                    told,
-                    adj[at],
-                    rng,
-                    sender=sender,
-                    first=first,
-                    checked=True,
-                    found_here=found_here,
-                ),
-                now,
-                sender,
-                at,
-                first,
-                found_here,
-            )
+            avoid = searcher.avoid_for(check.walk)[: p.MAX_PATH] if go else ()
+            act(step.on_check(go, avoid), now, at, step)
             continue
         now, sender, at, walk = wire.popleft()
         relay = relays.get(at)
         if relay is None:
             relay = relays[at] = Relay(at)
-        first = relay.arrive(walk)
-        found_here = first and at != origin and at in holders
+        step = RelayStep(relay, walk, rng, sender=sender)
+        found_here = step.first and at != origin and at in holders
         if at != origin:
             visited.add(at)
         if found_here:
             if not searcher.found:
                 visited_to_first_hit = len(visited)
             searcher.on_hits(walk, at, hit, float(now))
-        act(
-            relay.next_step(walk, adj[at], rng, sender=sender, first=first, found_here=found_here),
-            now,
-            sender,
-            at,
-            first,
-            found_here,
-        )
+        act(step.start(adj[at], found_here=found_here), now, at, step)
     ended = (
         {str(r): c for r, c in searcher.ended.items()} if isinstance(searcher, KWalkSearch) else {}
     )

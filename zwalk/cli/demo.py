@@ -16,9 +16,9 @@ from zwalk.cli.app import App, describe, run, running
 from zwalk.cli.main import global_options, make_app, used
 from zwalk.cli.render import mib_per_s
 from zwalk.core import protocol as p
+from zwalk.core.outcome import Found
 from zwalk.core.query import parse_query
 from zwalk.core.units import mib
-from zwalk.core.walk import Found
 from zwalk.net.download import DownloadError, download
 from zwalk.net.finder import SearchOptions, run_find
 from zwalk.net.node import Node

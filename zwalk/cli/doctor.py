@@ -25,7 +25,7 @@ from zwalk.net.node import Node, describe_lost
 from zwalk.store import identity
 from zwalk.store.config import DEFAULT_PORT, ConfigError
 
-IFF_UP, IFF_MULTICAST = 0x1, 0x1000
+IFF_MULTICAST = 0x1000
 SELF_TEST_WAIT = 2.0
 
 

@@ -30,9 +30,9 @@ from zwalk.cli.main import (
 )
 from zwalk.cli.render import TransferBar, mib_per_s, pad, peer_label
 from zwalk.core import protocol as p
+from zwalk.core.fields import Strategy
 from zwalk.core.query import Query, is_bare_cid, parse_query
 from zwalk.core.units import mib
-from zwalk.core.walk import Strategy
 from zwalk.net import control
 from zwalk.net.download import (
     DownloadError,
@@ -227,7 +227,7 @@ def _find_msg(
         kind=q.kind,
         pattern=q.pattern,
         icase=q.icase,
-        strategy=p.SearchStrategy(str(opts.strategy)),
+        strategy=opts.strategy,
         walkers=opts.walkers,
         initial=opts.initial,
         ttl=opts.ttl,

@@ -7,8 +7,10 @@ import time
 from dataclasses import dataclass, field
 
 from zwalk.core import protocol as p
+from zwalk.core.fields import Strategy
+from zwalk.core.outcome import ProbeSearch
 from zwalk.core.query import Query
-from zwalk.core.walk import FloodSearch, KWalkSearch, ProbeSearch, Strategy
+from zwalk.core.searches import FloodSearch, KWalkSearch
 from zwalk.net.node import Node
 from zwalk.net.probe import probe
 

@@ -38,7 +38,6 @@ from zwalk.core.membership import (
     State,
 )
 from zwalk.core.query import Query
-from zwalk.core.walk import Strategy
 from zwalk.net import control
 from zwalk.net.buffers import BufferPool
 from zwalk.net.links import PeerError, PeerGone, PeerInfo, PeerLink, configure
@@ -854,7 +853,7 @@ class Node:
         from zwalk.net.finder import SearchOptions, run_find  # finder builds on this module
 
         opts = SearchOptions(
-            strategy=Strategy(str(msg.strategy)),
+            strategy=msg.strategy,
             timeout=msg.timeout_ms / 1000,
             want=msg.want,
             walkers=msg.walkers,

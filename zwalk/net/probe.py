@@ -6,8 +6,8 @@ import random
 import time
 
 from zwalk.core import protocol as p
+from zwalk.core.outcome import ProbeSearch
 from zwalk.core.query import Query
-from zwalk.core.walk import ProbeSearch
 from zwalk.net.node import PeerError, PeerLink
 
 

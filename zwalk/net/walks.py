@@ -13,18 +13,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from zwalk.core import protocol as p
+from zwalk.core.fields import EndReason, Strategy
 from zwalk.core.query import Query
-from zwalk.core.walk import (
-    CheckBack,
-    Ended,
-    EndReason,
-    FloodSearch,
-    Forward,
-    KWalkSearch,
-    Relay,
-    Strategy,
-    Walk,
-)
+from zwalk.core.searches import FloodSearch, KWalkSearch
+from zwalk.core.walk import CheckBack, Ended, Forward, Relay, RelayStep, Walk
 from zwalk.net.links import PeerError, PeerLink
 
 if TYPE_CHECKING:
@@ -33,7 +25,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 HANDOVER_TIMEOUT = 1.0  # seconds for the next hop to acknowledge a walk before another is tried
-HANDOVER_TRIES = 3
 FLOOD_QUIET = 1.0  # seconds without a report after which a flood search is over
 MAX_RELAYS = 256  # query copies relayed at once; beyond, a hand-over is refused as busy
 
@@ -44,7 +35,7 @@ def to_policy(msg: p.Walk | p.WalkHits | p.WalkCheck | p.WalkEnd) -> Walk[bytes]
     if isinstance(msg, p.Walk):
         return Walk(
             msg.qid,
-            Strategy(str(msg.strategy)),
+            msg.strategy,
             msg.walker,
             msg.ttl,
             msg.hops,
@@ -63,7 +54,7 @@ def to_wire(walk: Walk[bytes], origin: p.PeerRef, query: Query) -> p.Walk:
         walker=walk.walker,
         hops=walk.hops,
         path=walk.path[:1] + walk.path[1:][-(p.MAX_PATH - 1) :],  # keep the latest
-        strategy=p.WalkStrategy(str(walk.strategy)),
+        strategy=walk.strategy,
         ttl=walk.ttl,
         check_every=walk.check_every,
         origin=origin,
@@ -107,11 +98,9 @@ class WalkService:
             self.relaying -= 1
 
     async def _relay_walk(self, msg: p.Walk, sender: bytes) -> None:
-        node = self.node
-        walk = to_policy(msg)
-        first = self.relay.arrive(walk)
+        step = RelayStep(self.relay, to_policy(msg), self.rng, sender=sender)
         query = Query(kind=msg.kind, pattern=msg.pattern, icase=msg.icase)
-        found = node.index.search(query, limit=p.MAX_HITS) if first else []
+        found = self.node.index.search(query, limit=p.MAX_HITS) if step.first else []
         if found:
             self._notify(
                 msg.origin,
@@ -124,46 +113,24 @@ class WalkService:
                     hits=tuple(e.hit() for e in found),
                 ),
             )
-        neighbours = node.neighbours()
-        checked = False
-        for _ in range(HANDOVER_TRIES + 1):
-            actions = self.relay.next_step(
-                walk,
-                neighbours,
-                self.rng,
-                sender=sender,
-                first=first,
-                checked=checked,
-                found_here=bool(found),
+        actions = step.start(self.node.neighbours(), found_here=bool(found))
+        if msg.strategy is Strategy.FLOOD:
+            forwards = [a for a in actions if isinstance(a, Forward)]
+            await asyncio.gather(
+                *(self._hand_over(a.to, to_wire(a.walk, msg.origin, query)) for a in forwards)
             )
-            if walk.strategy is Strategy.FLOOD:
-                await asyncio.gather(
-                    *(
-                        self._hand_over(a.to, to_wire(a.walk, msg.origin, query))
-                        for a in actions
-                        if isinstance(a, Forward)
-                    )
-                )
-                return
-            if not actions:
-                return
-            action = actions[0]
-            if isinstance(action, Ended):
-                self._end(msg, walk, action.reason)
-                return
-            if isinstance(action, CheckBack):
-                go, avoid = await self._check(msg, walk)
-                if not go:
-                    self._end(msg, walk, EndReason.STOPPED)
+            return
+        while actions:
+            match actions[0]:
+                case Ended(walk=walk, reason=reason):
+                    self._end(msg, walk, reason)
                     return
-                walk = walk.avoiding(avoid)
-                checked = True
-                continue
-            if isinstance(action, Forward):
-                if await self._hand_over(action.to, to_wire(action.walk, msg.origin, query)):
-                    return
-                neighbours = [n for n in neighbours if n != action.to]  # gone: try another
-        self._end(msg, walk, EndReason.DEAD_END)
+                case CheckBack(walk=walk):
+                    actions = step.on_check(*await self._check(msg, walk))
+                case Forward(to=to, walk=walk):
+                    if await self._hand_over(to, to_wire(walk, msg.origin, query)):
+                        return
+                    actions = step.on_refused(to)
 
     async def _hand_over(self, to: bytes, msg: p.Walk) -> bool:
         link = self.node.link_for(to)
@@ -202,7 +169,7 @@ class WalkService:
                 walker=msg.walker,
                 hops=walk.hops,
                 path=walk.path,
-                reason=p.EndReason(str(reason)),
+                reason=reason,
             ),
         )
 
@@ -235,7 +202,7 @@ class WalkService:
         if isinstance(msg, p.WalkHits):
             s.on_hits(to_policy(msg), sender, msg.hits, now, latency=now - s.started)
         elif isinstance(msg, p.WalkEnd) and isinstance(s, KWalkSearch):
-            more = s.on_end(to_policy(msg), sender, EndReason(str(msg.reason)), now)
+            more = s.on_end(to_policy(msg), sender, msg.reason, now)
             self._launch(run, more)
         run.changed.set()
 

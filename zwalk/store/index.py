@@ -24,7 +24,6 @@ from zwalk.core.query import Query
 log = logging.getLogger(__name__)
 
 CACHE_VERSION = 1
-READ_BUFFER = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

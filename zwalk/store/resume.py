@@ -39,10 +39,6 @@ def bitmap(info: p.FileInfo, done: Iterable[int]) -> bytearray:
     return bits
 
 
-def encode(info: p.FileInfo, done: Iterable[int]) -> bytes:
-    return encode_bits(info, bitmap(info, done))
-
-
 def encode_bits(
     info: p.FileInfo, bits: bytes | bytearray, hashes_hash: bytes | None = None
 ) -> bytes:

@@ -1,0 +1,40 @@
+# Every bound of the protocol in one place: docs/PROTOCOL.md section 7 cites these names, and a
+# change here is a change of the protocol (the two change in the same commit).
+from __future__ import annotations
+
+import ipaddress
+
+PROTOCOL_VERSION = 1
+
+ID_BYTES = 16  # node ids and query ids
+HASH_BYTES = 32  # BLAKE3 digest
+MAX_HEADER = 8 * 1024 * 1024  # one CBOR header frame
+MAX_PAYLOAD = 16 * 1024 * 1024  # one raw chunk-data frame
+MAX_FRAME = max(MAX_HEADER, MAX_PAYLOAD)  # what ZMQ_MAXMSGSIZE is set to
+MIN_CHUNK_SIZE = 16 * 1024
+MAX_CHUNK_SIZE = 16 * 1024 * 1024
+MAX_CHUNKS = 131_072  # chunk hashes in one file-info: 4 MiB of hashes
+MAX_FILE_SIZE = MAX_CHUNKS * MAX_CHUNK_SIZE  # 2 TiB
+MAX_REQ_ID = 2**63 - 1
+MAX_NAME_BYTES = 255
+MAX_PATH_BYTES = 4096
+MAX_PATTERN_BYTES = 1024
+MAX_TEXT_BYTES = 1024  # display names, error reasons
+MAX_REASON_CHARS = 200  # our own error reasons; fits MAX_TEXT_BYTES in any UTF-8
+MAX_HITS = 1000  # hits in one reply
+MAX_COUNT = 1_000_000_000  # file counts and the like
+MAX_GOSSIP = 64  # peers named in one hello-ok
+MAX_TTL = 255  # hops a walk may make
+MAX_PATH = 256  # node ids in a walk's path: its own visits and what it was told to avoid
+MAX_WALKERS = 2048  # walker numbers: twice the most walkers a search may have
+MAX_TRACE = 4096  # hops reported in one find-ok
+MAX_MEMBERS = 1024  # rows in one status-ok (a full one stays far below MAX_HEADER)
+MAX_HOST_BYTES = 253  # a DNS name at most
+MAX_DETAIL_BYTES = 800  # how a peer was learned (interface, via whom)
+MAX_TIME_MS = 2**53  # Unix times in ms
+INC_BYTES = 8  # incarnation: random per process run, so a restart is told from a reconnect
+TOKEN_BYTES = 16
+MAX_NAMED = 64  # peers a control request may name
+MAX_FAILURES = 64  # rows in one status-ok's `failed`
+MAX_LOCAL_HITS = 100  # the node's own matches in one find-ok
+THIS_NETWORK = ipaddress.IPv4Network("0.0.0.0/8")  # noqa: S104 -- RFC 1122 "this host"
