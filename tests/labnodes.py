@@ -17,6 +17,7 @@ from netlab import Lab
 
 from zwalk.core import protocol as p
 from zwalk.net import control
+from zwalk.store import state
 
 
 def short_tmp() -> Iterator[Path]:
@@ -45,7 +46,7 @@ class LabNode:
     @property
     def port(self) -> int:
         """The port its node listens on (once started)."""
-        local = control.read_state(self.data)
+        local = state.read_state(self.data)
         if local is None:
             raise AssertionError(f"h{self.host} is not running")
         return int(local.endpoints[0].rsplit(":", 1)[1])
@@ -131,7 +132,7 @@ class LabNode:
     def wait_ready(self, timeout: float = 20) -> None:
         deadline = time.monotonic() + timeout
         while True:
-            local = control.read_state(self.data)
+            local = state.read_state(self.data)
             if local is not None and self.proc is not None and local.pid == self.proc.pid:
                 st = self.status()  # and its files indexed
                 if st is not None and st.files >= len(self.files):
@@ -153,7 +154,7 @@ class LabNode:
             self.proc = None
 
     def status(self) -> p.StatusOk | None:
-        local = control.read_state(self.data)
+        local = state.read_state(self.data)
         return asyncio.run(control.status(local)) if local is not None else None
 
     def members(self) -> list[p.MemberInfo]:

@@ -14,10 +14,12 @@ from procs import LOOPBACK, ServeProcess, run_zwalk, zwalk_cmd
 
 from zwalk.cli.app import running
 from zwalk.core import protocol as p
+from zwalk.core.addresses import Endpoint
 from zwalk.net.download import part_path
 from zwalk.net.node import Node
+from zwalk.net.router import Router
 from zwalk.store import identity
-from zwalk.store.config import Config, Endpoint
+from zwalk.store.config import Config
 
 Serve = Callable[..., ServeProcess]
 MiB = 1024 * 1024
@@ -138,15 +140,15 @@ def test_serve_port_in_use_is_a_clear_error(serve: Serve, tmp_path: Path) -> Non
 # --- hostile peers, in this process, on real sockets -----------------------------------------
 
 
-class CorruptingNode(Node):
+class CorruptingRouter(Router):
     """Serves honestly, except that chunk data for the listed chunks is flipped."""
 
     corrupt: frozenset[int] = frozenset({1})
 
-    async def answer(self, msg: p.Message, sender: bytes = b"") -> p.Message:
-        reply = await super().answer(msg, sender)
+    async def respond(self, msg: p.Message, sender: bytes) -> p.Message:
+        reply = await super().respond(msg, sender)
         if isinstance(reply, p.Chunks):
-            entry = self.index.by_cid(reply.cid)
+            entry = self.shares.index.by_cid(reply.cid)
             assert entry is not None
             cs = entry.chunk_size
             data = bytearray(reply.payload)
@@ -157,8 +159,16 @@ class CorruptingNode(Node):
         return reply
 
 
-class CorruptAllNode(CorruptingNode):
+class CorruptingNode(Node):
+    Router = CorruptingRouter
+
+
+class CorruptAllRouter(CorruptingRouter):
     corrupt = frozenset(range(p.MAX_CHUNKS))
+
+
+class CorruptAllNode(Node):
+    Router = CorruptAllRouter
 
 
 def _node_cfg(tmp: Path, name: str) -> Config:
@@ -191,7 +201,7 @@ async def test_corrupted_chunk_is_rejected_and_never_written(tmp_path: Path) -> 
     evil = CorruptingNode(_node_cfg(tmp_path, "evil"), identity.ephemeral(), shares=[share])
     async with running(evil):
         code, out, err = await _find(
-            tmp_path, "file.bin", "--peer", str(evil.endpoints[0]), "--out", "dl", "--json"
+            tmp_path, "file.bin", "--peer", str(evil.local.endpoints[0]), "--out", "dl", "--json"
         )
     assert code == 3, err
     doc = json.loads(out)
@@ -225,7 +235,7 @@ async def test_corrupting_source_is_excluded_and_the_honest_one_completes(tmp_pa
         (share / "file.bin").write_bytes(data)
         nodes.append(cls(_node_cfg(tmp_path, name), identity.ephemeral(), shares=[share]))
     async with running(nodes[0]), running(nodes[1]):
-        peers = [a for n in nodes for a in ("--peer", str(n.endpoints[0]))]
+        peers = [a for n in nodes for a in ("--peer", str(n.local.endpoints[0]))]
         code, out, err = await _find(
             tmp_path, "file.bin", "--all", *peers, *_small_frames(tmp_path), "--out", "dl", "--json"
         )
@@ -296,6 +306,7 @@ async def test_forged_hello_and_wrong_control_token_are_refused(
     import zmq.asyncio
 
     from zwalk.net import control
+    from zwalk.store import state
 
     a = serve("a", {"x.txt": b"x"})
     ctx = zmq.asyncio.Context()
@@ -315,7 +326,7 @@ async def test_forged_hello_and_wrong_control_token_are_refused(
         assert isinstance(replies[3], p.Error) and "routing id" in replies[3].reason
         assert isinstance(replies[4], p.Error) and "control endpoint" in replies[4].reason
 
-        local = control.read_state(a.data_dir)
+        local = state.read_state(a.data_dir)
         assert local is not None
         ctl = ctx.socket(zmq.DEALER)
         ctl.setsockopt(zmq.LINGER, 0)
@@ -345,23 +356,27 @@ def test_a_static_peer_named_by_host_name_does_not_break_hellos(
     assert "Traceback" not in a.log.read_text()
 
 
-class LyingNode(Node):
+class LyingRouter(Router):
     """Shares the real file (so searches find its content id), but its chunk hash list and its
     chunks describe other bytes of the same size: every chunk checks out against the list."""
 
-    async def answer(self, msg: p.Message, sender: bytes = b"") -> p.Message:
-        reply = await super().answer(msg, sender)
+    async def respond(self, msg: p.Message, sender: bytes) -> p.Message:
+        reply = await super().respond(msg, sender)
         if isinstance(reply, p.FileInfo):
             fake, cs = _fake(reply.size), reply.chunk_size
             n = p.chunk_count(reply.size, cs)
             hashes = b"".join(blake3.blake3(fake[i * cs : (i + 1) * cs]).digest() for i in range(n))
             return replace(reply, hashes=hashes)
         if isinstance(reply, p.Chunks):
-            entry = self.index.by_cid(reply.cid)
+            entry = self.shares.index.by_cid(reply.cid)
             assert entry is not None
             offset = reply.index * entry.chunk_size
             return replace(reply, payload=_fake(entry.size)[offset : offset + len(reply.payload)])
         return reply
+
+
+class LyingNode(Node):
+    Router = LyingRouter
 
 
 def _fake(size: int) -> bytes:
@@ -383,7 +398,7 @@ async def test_a_lying_hash_list_never_gets_its_data_placed(tmp_path: Path) -> N
     [liar] = await _lab_of(tmp_path, data, [("liar", LyingNode)])
     async with running(liar):
         code, out, err = await _find(
-            tmp_path, "file.bin", "--peer", str(liar.endpoints[0]), "--out", "dl", "--json"
+            tmp_path, "file.bin", "--peer", str(liar.local.endpoints[0]), "--out", "dl", "--json"
         )
     assert code == 3, err
     doc = json.loads(out)
@@ -396,7 +411,7 @@ async def test_the_largest_group_lies_and_the_honest_holder_still_delivers(tmp_p
     kinds = [("liar1", LyingNode), ("liar2", LyingNode), ("honest", Node)]
     nodes = await _lab_of(tmp_path, data, kinds)
     async with running(nodes[0]), running(nodes[1]), running(nodes[2]):
-        peers = [a for n in nodes for a in ("--peer", str(n.endpoints[0]))]
+        peers = [a for n in nodes for a in ("--peer", str(n.local.endpoints[0]))]
         code, out, err = await _find(tmp_path, "file.bin", "--all", *peers, "--out", "dl", "--json")
     assert code == 0, err
     assert (tmp_path / "dl" / "file.bin").read_bytes() == data
@@ -415,11 +430,11 @@ async def test_wait_until_wakes_at_the_hello_and_gives_up_at_its_timeout(tmp_pat
         cfg = replace(_node_cfg(tmp_path, "b"), peers=(ep,))
         b = Node(cfg, identity.ephemeral(), listen=False)
         async with running(b):
-            assert await b.wait_until(lambda: b.alive(ep), 10)
-            assert b.link_for(a.identity.node_id) is not None
+            assert await b.peers.wait_until(lambda: b.peers.alive(ep), 10)
+            assert b.peers.link_for(a.identity.node_id) is not None
             loop = asyncio.get_running_loop()
             started = loop.time()
-            assert not await b.wait_until(lambda: False, 0.2)
+            assert not await b.peers.wait_until(lambda: False, 0.2)
             assert loop.time() - started >= 0.2
 
 
@@ -434,6 +449,6 @@ async def test_a_peer_dropped_at_its_hello_is_not_waited_for(tmp_path: Path) -> 
         b = Node(cfg, identity.ephemeral())
         async with running(b):
             # b's hello to itself gets it dropped ("our own node"); a answers
-            assert await b.wait_until(lambda: b.answered([ep_a, ep_self]), 5)
-            assert b.alive(ep_a) and not b.alive(ep_self)
-            assert ep_self not in b.membership.by_endpoint
+            assert await b.peers.wait_until(lambda: b.peers.answered([ep_a, ep_self]), 5)
+            assert b.peers.alive(ep_a) and not b.peers.alive(ep_self)
+            assert ep_self not in b.peers.membership.by_endpoint

@@ -1,8 +1,8 @@
 # The membership table under a fake clock: discovery, hello, liveness, leave, restarts, gossip.
 from __future__ import annotations
 
+from zwalk.core.addresses import Endpoint
 from zwalk.core.membership import Connect, Disconnect, Membership, Ping, Source, State
-from zwalk.store.config import Endpoint
 
 ME, A, B = b"\0" * 16, b"\xaa" * 16, b"\xbb" * 16
 EA, EA2, EB = Endpoint("10.0.0.1", 1), Endpoint("10.0.0.1", 2), Endpoint("10.0.0.2", 1)

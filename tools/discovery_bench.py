@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import netlab  # noqa: E402
 
 from zwalk.net import control  # noqa: E402
+from zwalk.store import state  # noqa: E402
 
 POLL = 0.005  # seconds between looks at the observers' tables
 LIMIT = 30.0  # give up on one measurement after this long
@@ -46,7 +47,7 @@ def serve_cmd(lab: netlab.Lab, host: int, base: Path) -> list[str]:
     return lab.serve_cmd(host, share, base / f"h{host}" / "data")
 
 
-async def alive_at(observers: list[control.LocalNode], node: bytes) -> list[bool]:
+async def alive_at(observers: list[state.LocalNode], node: bytes) -> list[bool]:
     out = []
     for local in observers:
         st = await control.status(local, timeout=1.0)
@@ -57,7 +58,7 @@ async def alive_at(observers: list[control.LocalNode], node: bytes) -> list[bool
 
 
 async def wait_for(
-    observers: list[control.LocalNode], node: bytes, present: bool, since: float
+    observers: list[state.LocalNode], node: bytes, present: bool, since: float
 ) -> float:
     while True:
         seen = await alive_at(observers, node)
@@ -68,10 +69,10 @@ async def wait_for(
         await asyncio.sleep(POLL)
 
 
-def wait_state(data: Path, pid: int) -> control.LocalNode:
+def wait_state(data: Path, pid: int) -> state.LocalNode:
     deadline = time.monotonic() + LIMIT
     while time.monotonic() < deadline:
-        local = control.read_state(data)
+        local = state.read_state(data)
         if local is not None and local.pid == pid:
             return local
         time.sleep(0.005)

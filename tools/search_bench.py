@@ -35,6 +35,7 @@ import netlab  # noqa: E402
 
 from zwalk.core import protocol as p  # noqa: E402
 from zwalk.net import control  # noqa: E402
+from zwalk.store import state  # noqa: E402
 
 STRATEGIES = {  # strategy -> (walkers, initial, ttl)
     "kwalk": (16, 1, 64),
@@ -47,7 +48,7 @@ def serve_cmd(lab: netlab.Lab, host: int, base: Path) -> list[str]:
     return lab.serve_cmd(host, base / f"h{host}" / "share", base / f"h{host}" / "data")
 
 
-async def sent_total(locals_: list[control.LocalNode]) -> int:
+async def sent_total(locals_: list[state.LocalNode]) -> int:
     total = 0
     for local in locals_:
         st = await control.status(local, timeout=5)
@@ -58,7 +59,7 @@ async def sent_total(locals_: list[control.LocalNode]) -> int:
 
 
 async def run_case(
-    locals_: list[control.LocalNode],
+    locals_: list[state.LocalNode],
     holders: set[int],
     strategy: str,
     queries: int,
@@ -120,7 +121,7 @@ async def bench(hosts: int, queries: int, seed: int) -> dict[str, dict[str, dict
         locals_ = []
         for h in range(hosts):
             deadline = time.monotonic() + 60
-            while (local := control.read_state(base / f"h{h}" / "data")) is None:
+            while (local := state.read_state(base / f"h{h}" / "data")) is None:
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"h{h} did not start")
                 await asyncio.sleep(0.05)

@@ -60,6 +60,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from zwalk.core import protocol as p  # noqa: E402
 from zwalk.net import control  # noqa: E402
 from zwalk.net.download import part_path  # noqa: E402
+from zwalk.store import state  # noqa: E402
 
 LOOPBACK = "127.0.0.1"
 METHODS = ("sendfile", "curl", "zwalk")
@@ -301,7 +302,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _status(data_dir: Path) -> p.StatusOk | None:
-    local = control.read_state(data_dir)
+    local = state.read_state(data_dir)
     return asyncio.run(control.status(local, timeout=2)) if local else None
 
 

@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import netlab  # noqa: E402
 
 from zwalk.net import control  # noqa: E402
+from zwalk.store import state  # noqa: E402
 from zwalk.store.index import file_blake3  # noqa: E402
 
 
@@ -44,7 +45,7 @@ def serve(lab: netlab.Lab, host: int, base: Path) -> subprocess.Popen[bytes]:
     proc = lab.spawn(host, cmd, stdout=subprocess.DEVNULL, stderr=log)
     log.close()
     deadline = time.monotonic() + 60
-    while control.read_state(home / "data") is None:
+    while state.read_state(home / "data") is None:
         if proc.poll() is not None or time.monotonic() > deadline:
             raise RuntimeError(f"h{host}: serve did not start: {(home / 'serve.log').read_text()}")
         time.sleep(0.05)
@@ -70,7 +71,7 @@ def wait_for_holders(lab: netlab.Lab, base: Path, holders: int, exactly: bool = 
     `exactly`, no other)."""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        local = control.read_state(base / "h0" / "data")
+        local = state.read_state(base / "h0" / "data")
         st = asyncio.run(control.status(local)) if local else None
         n = sum(1 for m in st.members if m.state == "alive" and m.files) if st else 0
         if n == holders or (n > holders and not exactly):

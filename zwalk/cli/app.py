@@ -13,9 +13,11 @@ from typing import Any, TypeVar
 from rich.console import Console
 
 from zwalk.core import protocol as p
-from zwalk.net.node import Node, hello_wait
+from zwalk.core.addresses import Endpoint
+from zwalk.net.diagnosis import hello_wait
+from zwalk.net.node import Node
 from zwalk.store import identity
-from zwalk.store.config import Config, Endpoint
+from zwalk.store.config import Config
 
 T = TypeVar("T")
 
@@ -104,7 +106,7 @@ def client_node(app: App, *, listen: bool = False, discover: bool = True) -> Nod
 
 async def meet_named(app: App, node: Node) -> None:
     """Say hello to the command's --peer peers and wait until each answered or failed."""
-    await node.meet(app.named_peers, hello_wait(app.cfg))
+    await node.peers.meet(app.named_peers, hello_wait(app.cfg))
 
 
 def first_error(e: BaseException) -> BaseException:

@@ -16,14 +16,15 @@ from zwalk.cli.app import App, describe, run, running
 from zwalk.cli.main import global_options, make_app, used
 from zwalk.cli.render import mib_per_s
 from zwalk.core import protocol as p
+from zwalk.core.addresses import Endpoint
 from zwalk.core.outcome import Found
 from zwalk.core.query import parse_query
+from zwalk.core.search_options import SearchOptions
 from zwalk.core.units import mib
 from zwalk.net.download import DownloadError, download
-from zwalk.net.finder import SearchOptions, run_find
 from zwalk.net.node import Node
 from zwalk.store import identity
-from zwalk.store.config import Config, Endpoint
+from zwalk.store.config import Config
 from zwalk.store.index import file_blake3
 
 SAMPLES = [  # (name, size in KiB); the last node gets the big file the demo fetches
@@ -108,13 +109,13 @@ async def _run_demo(
             downloads=root / f"node{i + 1}" / "downloaded",
             # Each knows the ones before it (they learn it back from its hello): a full mesh,
             # as mDNS makes one on a LAN, without sending mDNS anywhere.
-            peers=tuple(e for n in swarm for e in n.endpoints),
+            peers=tuple(e for n in swarm for e in n.local.endpoints),
         )
         node = Node(cfg, identity.ephemeral(), shares=[share])
         await stack.enter_async_context(running(node))
         swarm.append(node)
-        files = ", ".join(e.name for e in node.index.entries)
-        say(f"  {node.name} on {node.endpoints[0]}: {files}")
+        files = ", ".join(e.name for e in node.shares.index.entries)
+        say(f"  {node.local.name} on {node.local.endpoints[0]}: {files}")
 
     out = root / "client" / "downloaded"
     ccfg = replace(
@@ -122,20 +123,20 @@ async def _run_demo(
         name="demo-client",
         data_dir=root / "client" / "data",
         downloads=out,
-        peers=tuple(e for n in swarm for e in n.endpoints),
+        peers=tuple(e for n in swarm for e in n.local.endpoints),
     )
     client = await stack.enter_async_context(
         running(Node(ccfg, identity.ephemeral(), listen=True, announce=False))
     )
-    await client.settle(5)
-    if len(client.alive_links()) != len(swarm):
-        app.warn(f"only {len(client.alive_links())} of {len(swarm)} demo nodes answered")
+    await client.peers.settle(5)
+    if len(client.peers.alive_links()) != len(swarm):
+        app.warn(f"only {len(client.peers.alive_links())} of {len(swarm)} demo nodes answered")
     for node in swarm:  # wait until the swarm is a full mesh, so walkers can go anywhere
-        await node.settle(5)
+        await node.peers.settle(5)
 
     say(f"\n$ zwalk find {target}")
-    result = await run_find(client, parse_query(target), SearchOptions(timeout=10))
-    names = {n.identity.node_id: n.name for n in swarm}
+    result = await client.find(parse_query(target), SearchOptions(timeout=10))
+    names = {n.identity.node_id: n.local.name for n in swarm}
     say(
         f"  a random walker went {result.hops} hop(s) in {result.elapsed * 1000:.1f} ms, "
         f"{result.messages} message(s), {result.visited} of {result.known} nodes visited"
@@ -148,7 +149,9 @@ async def _run_demo(
         return False
     f = result.found[0]
     links = [
-        client.links[ep] for h in f.holders if (ep := Endpoint(h.host, h.port)) in client.links
+        client.peers.links[ep]
+        for h in f.holders
+        if (ep := Endpoint(h.host, h.port)) in client.peers.links
     ]
     ranked = [Found(cid=f.cid, name=f.name, size=f.size, holders={link: "" for link in links})]
     hit = ranked[0]

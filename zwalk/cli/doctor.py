@@ -19,10 +19,11 @@ from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZerocon
 from zwalk.cli.app import App, plural, run, running
 from zwalk.cli.main import global_options, make_app
 from zwalk.net import control
+from zwalk.net.diagnosis import describe_lost
 from zwalk.net.discovery import SERVICE_TYPE
 from zwalk.net.netif import default_addresses, ipv4_networks, resolve
-from zwalk.net.node import Node, describe_lost
-from zwalk.store import identity
+from zwalk.net.node import Node
+from zwalk.store import identity, state
 from zwalk.store.config import DEFAULT_PORT, ConfigError
 
 IFF_MULTICAST = 0x1000
@@ -128,7 +129,7 @@ async def _checks(app: App) -> list[Check]:
             )
     for addr in addrs:
         out.append(await _self_test(addr, names.get(addr, addr)))
-    local = control.read_state(cfg.data_dir)
+    local = state.read_state(cfg.data_dir)
     out += await _others(app, addrs, exclude=local.node if local is not None else None)
     out.append(await _local_node(app))
     return out
@@ -204,10 +205,10 @@ async def _others(app: App, addrs: list[str], exclude: bytes | None) -> list[Che
     cfg = replace(app.cfg, interfaces=tuple(addrs))
     node = Node(cfg, identity.ephemeral(), listen=False, discover=True)
     async with running(node):
-        await node.settle(max(1.5, cfg.discovery_wait))
-        await node.hear_back()
-        alive = [m for m in node.membership.alive() if m.node != exclude]
-        lost = [x for x in node.membership.lost.values() if x.node != exclude]
+        await node.peers.settle(max(1.5, cfg.discovery_wait))
+        await node.peers.hear_back()
+        alive = [m for m in node.peers.membership.alive() if m.node != exclude]
+        lost = [x for x in node.peers.membership.lost.values() if x.node != exclude]
     out = []
     if alive:
         names = ", ".join(f"{m.name} at {m.endpoint}" for m in alive[:8])
@@ -240,7 +241,7 @@ async def _others(app: App, addrs: list[str], exclude: bytes | None) -> list[Che
 
 async def _local_node(app: App) -> Check:
     cfg = app.cfg
-    local = control.read_state(cfg.data_dir)
+    local = state.read_state(cfg.data_dir)
     if local is not None:
         st = await control.status(local)
         if st is None:
@@ -248,7 +249,7 @@ async def _local_node(app: App) -> Check:
                 "local node",
                 "problem",
                 f"node.json names pid {local.pid} but its control endpoint does not answer",
-                f"stop that process, or remove {cfg.data_dir / control.STATE_FILE} if it is gone",
+                f"stop that process, or remove {cfg.data_dir / state.STATE_FILE} if it is gone",
             )
         alive = sum(1 for m in st.members if m.state == "alive")
         eps = ", ".join(f"{e.host}:{e.port}" for e in st.endpoints) or "all interfaces"

@@ -30,8 +30,10 @@ from zwalk.cli.main import (
 )
 from zwalk.cli.render import TransferBar, mib_per_s, pad, peer_label
 from zwalk.core import protocol as p
+from zwalk.core.addresses import Endpoint
 from zwalk.core.fields import Strategy
 from zwalk.core.query import Query, is_bare_cid, parse_query
+from zwalk.core.search_options import SearchOptions, default_ttl
 from zwalk.core.units import mib
 from zwalk.net import control
 from zwalk.net.download import (
@@ -43,10 +45,11 @@ from zwalk.net.download import (
     download,
     part_path,
 )
-from zwalk.net.finder import FindResult, SearchOptions, run_find
-from zwalk.net.node import Node, PeerLink
+from zwalk.net.finder import FindResult
+from zwalk.net.links import PeerLink
+from zwalk.net.node import Node
 from zwalk.store import identity
-from zwalk.store.config import Endpoint
+from zwalk.store import state as node_state
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +134,7 @@ def find(
         raise click.BadParameter(str(e), param_hint="QUERY") from None
     if is_bare_cid(query) and not as_json:
         app.info(f"taking {query.strip()[:12]}… as a content id ({q.pattern[:15]}…)")
-    local = control.read_state(app.cfg.data_dir)
+    local = node_state.read_state(app.cfg.data_dir)
     out_dir = _out_dir(app, out, local)
     if not no_download:
         try:
@@ -182,7 +185,7 @@ class _State:
     fetching: bool = False  # a download is under way (Ctrl-C now keeps a resumable .part)
 
 
-def _out_dir(app: App, out: Path | None, local: control.LocalNode | None) -> Path:
+def _out_dir(app: App, out: Path | None, local: node_state.LocalNode | None) -> Path:
     """Where downloads go: --out; else the running local node's download folder (which it never
     shares); else [share] downloads (default ./downloaded, from where zwalk runs)."""
     if out is not None:
@@ -204,7 +207,7 @@ def _options(app: App, q: Query, all_: bool, no_download: bool) -> SearchOptions
     peer; a content id is one file, and holders found later join its download."""
     cfg = app.cfg
     strategy = Strategy(cfg.strategy)
-    ttl = cfg.ttl or (64 if strategy is Strategy.KWALK else 2)
+    ttl = cfg.ttl or default_ttl(strategy)
     every = all_ or no_download or q.kind is not p.QueryKind.CID
     return SearchOptions(
         strategy=strategy,
@@ -219,7 +222,7 @@ def _options(app: App, q: Query, all_: bool, no_download: bool) -> SearchOptions
 
 
 def _find_msg(
-    local: control.LocalNode, q: Query, opts: SearchOptions, peers: tuple[p.Address, ...] = ()
+    local: node_state.LocalNode, q: Query, opts: SearchOptions, peers: tuple[p.Address, ...] = ()
 ) -> p.Find:
     return p.Find(
         req=1,
@@ -240,7 +243,7 @@ def _find_msg(
 
 
 async def _ask_local(app: App, q: Query, opts: SearchOptions) -> FindResult | None:
-    local = control.read_state(app.cfg.data_dir)
+    local = node_state.read_state(app.cfg.data_dir)
     if local is None:
         return None
     msg = _find_msg(local, q, opts, app.named)
@@ -254,7 +257,7 @@ async def _search(
     """Search through the running local node if there is one, else from a temporary node.
     Returns the result, how the peers were found, and a running node to download with."""
     cfg = app.cfg
-    local = control.read_state(cfg.data_dir)
+    local = node_state.read_state(cfg.data_dir)
     if local is not None:
         log.info("searching through the local node %s (pid %d)", local.name, local.pid)
         result = await _ask_local(app, q, opts)
@@ -265,27 +268,29 @@ async def _search(
                 running(Node(dl_cfg, identity.ephemeral(), listen=False))
             )
             # Only the holders matter to this node: no need to wait for discovery to go quiet.
-            await node.wait_until(functools.partial(node.answered, holders), cfg.reply_timeout)
+            await node.peers.wait_until(
+                functools.partial(node.peers.answered, holders), cfg.reply_timeout
+            )
             return result, "local-node", node
         app.warn("the local node did not answer its control endpoint; searching without it")
     node = await stack.enter_async_context(running(client_node(app, listen=True)))
-    log.info("no local node: browsing mDNS on %s", ", ".join(node.mdns_addresses))
+    log.info("no local node: browsing mDNS on %s", ", ".join(node.local.mdns_addresses))
     await meet_named(app, node)
-    await node.settle(cfg.discovery_wait)
-    if not node.neighbours():  # nobody to ask: wait to say why those seen do not answer
-        await node.hear_back()
-    log.info("%d live peers: %s", len(node.neighbours()), _peer_list(node))
+    await node.peers.settle(cfg.discovery_wait)
+    if not node.peers.neighbours():  # nobody to ask: wait to say why those seen do not answer
+        await node.peers.hear_back()
+    log.info("%d live peers: %s", len(node.peers.neighbours()), _peer_list(node))
     return await _search_from(node, q, opts), "discovery", node
 
 
 def _peer_list(node: Node) -> str:
     return ", ".join(
-        f"{peer_label(m.name, m.node)} at {m.endpoint}" for m in node.membership.alive()
+        f"{peer_label(m.name, m.node)} at {m.endpoint}" for m in node.peers.membership.alive()
     )
 
 
 async def _search_from(node: Node, q: Query, opts: SearchOptions) -> FindResult:
-    result = await run_find(node, q, opts)
+    result = await node.find(q, opts)
     result.errors = node.problems()
     return result
 
@@ -315,7 +320,7 @@ async def _search_again(
             result = await _search_from(node, q, opts)
         for f in result.found:
             if f.name == changed.name and f.cid not in seen:
-                await node.meet(_holder_endpoints([f]), app.cfg.reply_timeout)
+                await node.peers.meet(_holder_endpoints([f]), app.cfg.reply_timeout)
                 return f
     return None
 
@@ -415,7 +420,7 @@ async def _fetch_one(
         return _download_report(f, present, None)
     note = ""
     for attempt in (1, 2):
-        links = [node.links[ep] for ep in _holder_endpoints([f]) if ep in node.links]
+        links = [node.peers.links[ep] for ep in _holder_endpoints([f]) if ep in node.peers.links]
         say(_announce(f, out_dir, links))
         more: asyncio.Queue[PeerLink] = asyncio.Queue()
         gathering = None
@@ -492,7 +497,7 @@ async def _gather_holders(
         if result is None:
             if via == "local-node":
                 return  # the local node went away; the download node cannot walk itself
-            result = await run_find(node, cid_query, wide)
+            result = await node.find(cid_query, wide)
     except Exception as e:  # more holders are a bonus: the download goes on without them
         log.info("looking for more holders failed: %s", e)
         return
@@ -505,16 +510,18 @@ async def _gather_holders(
                 continue
             known.add((h.host, h.port))
             ref = p.PeerRef(node=h.node, name=h.name, host=h.host, port=h.port)
-            link = node.link_to(ref)
+            link = node.peers.link_to(ref)
             if link is None:
                 continue
-            if await node.wait_until(functools.partial(_met, node, h.node), app.cfg.reply_timeout):
+            if await node.peers.wait_until(
+                functools.partial(_met, node, h.node), app.cfg.reply_timeout
+            ):
                 out.put_nowait(link)
 
 
 def _met(node: Node, node_id: bytes) -> bool:
     """Whether the peer has answered our hello (a link for it is up)."""
-    return node.link_for(node_id) is not None
+    return node.peers.link_for(node_id) is not None
 
 
 async def _fetch(

@@ -18,6 +18,7 @@ from zwalk.cli.main import EXIT_INTERRUPTED, EXIT_NOT_FOUND, EXIT_OK, global_opt
 from zwalk.core import protocol as p
 from zwalk.net import control
 from zwalk.net.node import Node
+from zwalk.store import state
 
 
 @click.command(
@@ -45,7 +46,7 @@ def peers(ctx: click.Context, as_json: bool, watch: bool, show_all: bool) -> Non
 
 
 async def _gather(
-    app: App, node: Node | None, local: control.LocalNode | None
+    app: App, node: Node | None, local: state.LocalNode | None
 ) -> dict[str, Any] | None:
     """One snapshot: from the local node's control endpoint, or from our own temporary node;
     None when the local node stopped answering and there is no node of our own."""
@@ -181,14 +182,14 @@ def _render(app: App, doc: dict[str, Any], show_all: bool) -> Group:
 
 
 async def _once(app: App, as_json: bool, show_all: bool) -> bool:
-    local = control.read_state(app.cfg.data_dir)
+    local = state.read_state(app.cfg.data_dir)
     doc = await _gather(app, None, local) if local is not None else None
     if doc is None:
         node = client_node(app)
         async with running(node):
             await meet_named(app, node)
-            await node.settle(app.cfg.discovery_wait)
-            await node.hear_back()  # a peer that does not answer is listed with the reason
+            await node.peers.settle(app.cfg.discovery_wait)
+            await node.peers.hear_back()  # a peer that does not answer is listed with the reason
             doc = await _gather(app, node, None)
     assert doc is not None  # noqa: S101 -- a node of our own always answers
     if as_json:
@@ -201,7 +202,7 @@ async def _once(app: App, as_json: bool, show_all: bool) -> bool:
 async def _watch(app: App, show_all: bool) -> bool:
     with Live(console=app.out, auto_refresh=False) as live:
         while True:  # through the local node while it answers, else by browsing ourselves
-            local = control.read_state(app.cfg.data_dir)
+            local = state.read_state(app.cfg.data_dir)
             if local is not None and await control.status(local) is not None:
                 while (doc := await _gather(app, None, local)) is not None:
                     live.update(_render(app, doc, show_all), refresh=True)

@@ -89,12 +89,13 @@ async def _serve(app: App, shares: list[Path]) -> None:
         try:
             async with running(node):
                 ready = True
-                eps = ", ".join(e.zmq for e in node.endpoints)
+                eps = ", ".join(e.zmq for e in node.local.endpoints)
+                index = node.shares.index
                 app.info(
-                    f"[bold]{node.name}[/] ({ident.short}) sharing {len(node.index)} files, "
-                    f"{node.index.total_bytes:,} bytes, from {', '.join(str(s) for s in shares)}"
+                    f"[bold]{node.local.name}[/] ({ident.short}) sharing {len(index)} files, "
+                    f"{index.total_bytes:,} bytes, from {', '.join(str(s) for s in shares)}"
                 )
-                mdns = ", ".join(node.mdns_addresses)
+                mdns = ", ".join(node.local.mdns_addresses)
                 app.info(f"listening on {eps}; announced over mDNS on {mdns}; Ctrl-C to leave")
                 await stop.wait()
         except asyncio.CancelledError:

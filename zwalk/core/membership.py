@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import enum
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from zwalk.store.config import Endpoint
+from zwalk.core.addresses import Endpoint, same_scope
+from zwalk.core.limits import PROTOCOL_VERSION
 
 MAX_DETAIL = 200  # characters of "how we learned" detail kept per source
 MAX_LOST = 64  # peers remembered as unreachable or lost
@@ -187,6 +188,30 @@ class Membership:
                 current.learned.setdefault(how, detail)
                 return out
         return out + self._learn(endpoint, how, detail, now, node=node)
+
+    def on_announced(
+        self, node: bytes, endpoint: Endpoint, detail: str, version: int, now: float
+    ) -> list[Action]:
+        """An mDNS record: a peer of another protocol version is not met (version gate)."""
+        if version != PROTOCOL_VERSION and node != self.own:
+            return []
+        return self.on_discovered(node, endpoint, Source.MDNS, detail, now)
+
+    def on_gossip(
+        self,
+        teller: Endpoint,
+        via: str,
+        peers: Iterable[tuple[bytes, Endpoint]],
+        usable: Callable[[Endpoint], bool],
+        now: float,
+    ) -> list[Action]:
+        """Peers a hello-ok named: met if the address is in the teller's scope and `usable`
+        (on our chosen interfaces' subnets), and did not fail us a moment ago."""
+        out: list[Action] = []
+        for node, ep in peers:
+            if same_scope(ep.host, teller.host) and usable(ep):
+                out += self.on_discovered(node, ep, Source.GOSSIP, f"via {via}", now)
+        return out
 
     def _learn(
         self, ep: Endpoint, how: Source, detail: str, now: float, node: bytes | None

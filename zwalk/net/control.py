@@ -7,42 +7,27 @@
 from __future__ import annotations
 
 import contextlib
-import json
+import logging
 import os
-import sys
-from dataclasses import dataclass
+import secrets
+import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
 import zmq
 import zmq.asyncio
 
 from zwalk.core import protocol as p
-from zwalk.store.locking import try_lock
+from zwalk.core.addresses import Endpoint
+from zwalk.core.query import Query
+from zwalk.core.search_options import SearchOptions
+from zwalk.net.diagnosis import failures, hello_wait, member_info, problems
+from zwalk.net.finder import run_find
+from zwalk.net.router import reply
+from zwalk.net.walks import WalkService
+from zwalk.store.state import MAX_IPC_PATH, LocalNode, socket_path
 
-STATE_FILE = "node.json"
-LOCK_FILE = "serve.lock"
-CONTROL_DIR = "control"  # owner-only folder holding the ipc socket
-SOCKET_FILE = "control.ipc"
-MAX_IPC_PATH = 100  # sun_path holds 104-108 bytes depending on the platform
-
-
-@dataclass(frozen=True, slots=True)
-class LocalNode:
-    """What node.json says about a running node."""
-
-    pid: int
-    node: bytes
-    name: str
-    endpoints: list[str]
-    control: str
-    token: bytes
-    downloads: Path | None = None  # where the node's own finds save (absolute)
-    shares: tuple[Path, ...] = ()
-
-
-def socket_path(data_dir: Path) -> Path:
-    return (data_dir / CONTROL_DIR / SOCKET_FILE).absolute()
+log = logging.getLogger(__name__)
 
 
 def control_endpoint(data_dir: Path) -> str | None:
@@ -57,86 +42,6 @@ def control_endpoint(data_dir: Path) -> str | None:
     with contextlib.suppress(FileNotFoundError):
         path.unlink()  # a crashed run's leftover
     return f"ipc://{path}"
-
-
-def write_state(data_dir: Path, state: dict[str, Any]) -> None:
-    data_dir.mkdir(parents=True, exist_ok=True)
-    path = data_dir / STATE_FILE
-    tmp = path.with_name(f"{STATE_FILE}.{os.getpid()}.tmp")
-    with contextlib.suppress(FileNotFoundError):
-        tmp.unlink()  # O_EXCL below: a leftover must not keep wider permissions
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # the token is in it
-    with os.fdopen(fd, "w") as f:
-        json.dump(state, f, indent=2)
-    os.replace(tmp, path)
-
-
-def remove_state(data_dir: Path) -> None:
-    """Remove node.json and the socket, if they are this process's (never another node's)."""
-    try:
-        pid = json.loads((data_dir / STATE_FILE).read_text()).get("pid")
-    except (OSError, ValueError, AttributeError):
-        pid = None
-    if pid != os.getpid():
-        return
-    with contextlib.suppress(OSError):
-        (data_dir / STATE_FILE).unlink()
-    with contextlib.suppress(OSError):
-        socket_path(data_dir).unlink()
-
-
-class DataDirLock:
-    """One serving node per data dir: a lock file held for the node's lifetime."""
-
-    def __init__(self, data_dir: Path) -> None:
-        data_dir.mkdir(parents=True, exist_ok=True)
-        self.path = data_dir / LOCK_FILE
-        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            try_lock(self._fd)
-        except OSError:
-            os.close(self._fd)
-            other = read_state(data_dir)
-            who = f" (pid {other.pid})" if other is not None else ""
-            raise OSError(
-                f"another zwalk serve is running with the data dir {data_dir}{who}: stop it, or "
-                "give this one its own --data-dir"
-            ) from None
-
-    def release(self) -> None:
-        with contextlib.suppress(OSError):
-            os.close(self._fd)  # closing drops the lock
-
-
-def _pid_alive(pid: int) -> bool:
-    if sys.platform == "win32":
-        return True  # no cheap check; a dead node simply does not answer
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def read_state(data_dir: Path) -> LocalNode | None:
-    """The running node for this data dir, if node.json names a live process."""
-    try:
-        raw = json.loads((data_dir / STATE_FILE).read_text())
-        local = LocalNode(
-            pid=int(raw["pid"]),
-            node=bytes.fromhex(raw["node"]),
-            name=str(raw["name"]),
-            endpoints=[str(e) for e in raw["endpoints"]],
-            control=str(raw["control"]),
-            token=bytes.fromhex(raw["token"]),
-            downloads=Path(raw["downloads"]) if raw.get("downloads") else None,
-            shares=tuple(Path(x) for x in raw.get("shares", ())),
-        )
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    return local if _pid_alive(local.pid) else None
 
 
 async def status(
@@ -164,3 +69,104 @@ async def request(local: LocalNode, msg: p.Message, timeout: float) -> p.Message
         return None
     finally:
         sock.close(linger=0)
+
+
+class ControlServer:
+    """The running node's side: answers `status` and `find` from local commands that hold the
+    token. A find runs as the node's own search, side by side with others."""
+
+    def __init__(self, sock: zmq.asyncio.Socket, token: bytes, walks: WalkService) -> None:
+        self.sock = sock
+        self.token = token
+        self.walks = walks
+        self.peers = walks.peers
+
+    async def serve(self) -> None:
+        while True:
+            frames = await self.sock.recv_multipart(copy=False)
+            if len(frames) < 2:
+                continue
+            rid = frames[0].bytes
+            try:
+                msg = p.decode([f.buffer for f in frames[1:]])
+            except (p.ProtocolError, p.DecoderBug) as e:
+                if isinstance(e, p.DecoderBug):
+                    log.exception("cannot decode a control request")
+                if e.req is not None:
+                    code = e.code if isinstance(e, p.ProtocolError) else p.ErrorCode.INTERNAL
+                    await reply(self.sock, rid, p.Error(req=e.req, code=code, reason=str(e)))
+                continue
+            if not isinstance(msg, p.CONTROL_REQUESTS) or not secrets.compare_digest(
+                msg.token, self.token
+            ):
+                bad = p.Error(
+                    req=msg.req, code=p.ErrorCode.BAD_REQUEST, reason="not a valid control request"
+                )
+                await reply(self.sock, rid, bad)
+                continue
+            if isinstance(msg, p.Find):
+                self.walks.spawn(self._find(rid, msg))  # searches run side by side
+            elif msg.peers:
+                self.walks.spawn(self._status(rid, msg))  # after a hello to each
+            else:
+                await self._status(rid, msg)
+
+    async def _status(self, rid: bytes, msg: p.Status) -> None:
+        await self.peers.meet(_named(msg.peers), hello_wait(self.peers.cfg))
+        try:
+            answer: p.Message = node_status(self.walks, msg.req)
+        except Exception as e:  # a table we cannot describe must not stop the node
+            log.exception("cannot build status")
+            answer = p.Error(req=msg.req, code=p.ErrorCode.INTERNAL, reason=type(e).__name__)
+        await reply(self.sock, rid, answer)
+
+    async def _find(self, rid: bytes, msg: p.Find) -> None:
+        opts = SearchOptions(
+            strategy=msg.strategy,
+            timeout=msg.timeout_ms / 1000,
+            want=msg.want,
+            walkers=msg.walkers,
+            initial=msg.initial,
+            ttl=msg.ttl,
+            check_every=msg.check_every,
+            linger=msg.linger_ms / 1000 if msg.linger_ms else None,
+        )
+        query = Query(kind=msg.kind, pattern=msg.pattern, icase=msg.icase)
+        try:
+            await self.peers.meet(_named(msg.peers), hello_wait(self.peers.cfg))
+            result = await run_find(self.walks, query, opts)
+            result.errors = problems(self.peers.membership, self.peers.now())
+            answer: p.Message = result.to_wire(msg.req)
+        except Exception as e:  # a failed search must not stop the node
+            log.exception("search failed")
+            answer = p.Error(req=msg.req, code=p.ErrorCode.INTERNAL, reason=type(e).__name__)
+        await reply(self.sock, rid, answer)
+
+
+def node_status(walks: WalkService, req: int = 0) -> p.StatusOk:
+    """The node as `zwalk peers` shows it: who we are, what we share, the membership table."""
+    local, peers, index = walks.local, walks.peers, walks.shares.index
+    mono, wall = peers.now(), time.time()
+
+    def ms(t: float) -> int:
+        return max(0, int((wall - (mono - t)) * 1000))
+
+    members = peers.membership.by_endpoint.values()
+    return p.StatusOk(
+        req=req,
+        node=local.node_id,
+        name=local.name,
+        endpoints=tuple(
+            p.PeerRef(node=local.node_id, name=local.name, host=e.host, port=e.port)
+            for e in local.reachable_at()
+        )[:16],
+        files=len(index),
+        bytes=index.total_bytes,
+        members=tuple(member_info(m, ms) for m in members)[: p.MAX_MEMBERS],
+        sent=walks.sent,
+        failed=tuple(failures(peers.membership, mono)),
+    )
+
+
+def _named(peers: Iterable[p.Address]) -> list[Endpoint]:
+    return [Endpoint(a.host, a.port) for a in peers]

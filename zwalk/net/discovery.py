@@ -20,8 +20,8 @@ from zeroconf import IPVersion, ServiceStateChange, Zeroconf
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
 from zwalk.core import protocol as p
+from zwalk.core.addresses import Endpoint
 from zwalk.net.netif import interface_for, ipv4_networks
-from zwalk.store.config import Endpoint
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from zwalk.core import protocol as p
 from zwalk.core.transfer import ChunkScheduler, Request, TransferOptions
 from zwalk.core.units import mib
 from zwalk.net.buffers import keep_freed_frames
-from zwalk.net.node import PeerError, PeerLink
+from zwalk.net.links import PeerError, PeerLink
 from zwalk.store.index import file_blake3
 from zwalk.store.partfile import PartFile
 

@@ -10,24 +10,12 @@ from zwalk.core import protocol as p
 from zwalk.core.fields import Strategy
 from zwalk.core.outcome import ProbeSearch
 from zwalk.core.query import Query
+from zwalk.core.responder import ShareIndex
+from zwalk.core.search_options import SearchOptions
 from zwalk.core.searches import FloodSearch, KWalkSearch
-from zwalk.net.node import Node
+from zwalk.net.peers import PeerTable
 from zwalk.net.probe import probe
-
-MAX_FOUND, MAX_HOLDERS, MAX_TRACE = 200, 16, 1000  # what one find-ok reports at most
-
-
-@dataclass(frozen=True, slots=True)
-class SearchOptions:
-    strategy: Strategy = Strategy.KWALK
-    timeout: float = 10.0
-    want: int = 1
-    walkers: int = 16
-    initial: int = 1  # kwalk starts with this many walkers and doubles while nothing is found
-    ttl: int = 64
-    check_every: int = 8
-    widen_hops: int = 32
-    linger: float | None = None  # wanting every hit: end this long after the first anyway
+from zwalk.net.walks import WalkService
 
 
 @dataclass(slots=True)
@@ -51,10 +39,10 @@ class FindResult:
                 name=f.name,
                 size=f.size,
                 cid=f.cid,
-                holders=f.holders[:MAX_HOLDERS],
+                holders=f.holders[: p.MAX_FOUND_HOLDERS],
                 mtime_ms=f.mtime_ms,
             )
-            for f in self.found[:MAX_FOUND]
+            for f in self.found[: p.MAX_FOUND]
         )
         return p.FindOk(
             req=req,
@@ -65,7 +53,7 @@ class FindResult:
             visited=min(self.visited, p.MAX_COUNT),
             known=min(self.known, p.MAX_COUNT),
             elapsed_us=int(self.elapsed * 1e6),
-            trace=tuple(self.trace)[:MAX_TRACE],
+            trace=tuple(self.trace)[: p.MAX_TRACE],
             errors=tuple(e[: p.MAX_REASON_CHARS] for e in self.errors)[: p.MAX_FAILURES],
             local=tuple(self.local)[: p.MAX_LOCAL_HITS],
         )
@@ -87,32 +75,35 @@ class FindResult:
         )
 
 
-def _holder(node: Node, peer: bytes, path: str) -> p.Holder:
-    m = node.membership.by_node(peer)
+def _holder(peers: PeerTable, peer: bytes, path: str) -> p.Holder:
+    m = peers.membership.by_node(peer)
     if m is None:
         return p.Holder(node=peer, name="", host="?", port=0, path=path)
     return p.Holder(node=peer, name=m.name, host=m.endpoint.host, port=m.endpoint.port, path=path)
 
 
-def local_hits(node: Node, query: Query) -> list[p.LocalHit]:
+def local_hits(index: ShareIndex, query: Query) -> list[p.LocalHit]:
     """What the node itself shares that matches: a user's own files are hits too."""
     return [
         p.LocalHit(name=e.name, size=e.size, cid=e.cid, path=str(e.path))
-        for e in node.index.search(query, limit=p.MAX_LOCAL_HITS)
+        for e in index.search(query, limit=p.MAX_LOCAL_HITS)
         if len(str(e.path).encode()) <= p.MAX_PATH_BYTES
     ]
 
 
-async def run_find(node: Node, query: Query, opts: SearchOptions) -> FindResult:
+async def run_find(walks: WalkService, query: Query, opts: SearchOptions) -> FindResult:
     """Search the node's live peers with the chosen strategy."""
+    peers = walks.peers
     started = time.monotonic()
-    result = FindResult(opts.strategy, known=len(node.neighbours()), local=local_hits(node, query))
+    result = FindResult(
+        opts.strategy, known=len(peers.neighbours()), local=local_hits(walks.shares.index, query)
+    )
     if opts.strategy is Strategy.PROBE:
         ps: ProbeSearch = await probe(
-            node.alive_links(),
+            peers.alive_links(),
             query,
             timeout=opts.timeout,
-            reply_timeout=node.cfg.reply_timeout,
+            reply_timeout=walks.reply_timeout,
             want=opts.want,
             rng=random.Random(),  # noqa: S311 -- peer order only
             linger=opts.linger,
@@ -134,7 +125,7 @@ async def run_find(node: Node, query: Query, opts: SearchOptions) -> FindResult:
                 )
             )
         result.messages = result.hops = ps.messages
-        node.walks.sent += ps.messages
+        walks.sent += ps.messages
         result.first_hit_hops = ps.first_hit_hops
         result.visited = ps.visited
         result.trace = [
@@ -148,21 +139,10 @@ async def run_find(node: Node, query: Query, opts: SearchOptions) -> FindResult:
             for h in ps.trace
         ]
     else:
-        s: KWalkSearch[bytes] | FloodSearch[bytes] = await node.walks.search(
-            query,
-            strategy=opts.strategy,
-            timeout=opts.timeout,
-            want=opts.want,
-            walkers=opts.walkers,
-            initial=opts.initial,
-            ttl=opts.ttl,
-            check_every=opts.check_every,
-            widen_hops=opts.widen_hops,
-            linger=opts.linger,
-        )
+        s: KWalkSearch[bytes] | FloodSearch[bytes] = await walks.search(query, opts)
         for f in s.ranked():
             holders = tuple(
-                _holder(node, peer, path) for peer, path in list(f.holders.items())[: p.MAX_GOSSIP]
+                _holder(peers, peer, path) for peer, path in list(f.holders.items())[: p.MAX_GOSSIP]
             )
             result.found.append(
                 p.FoundFile(
@@ -179,7 +159,7 @@ async def run_find(node: Node, query: Query, opts: SearchOptions) -> FindResult:
         result.trace = [
             p.TraceHop(
                 node=h.peer,
-                name=_holder(node, h.peer, "x").name,
+                name=_holder(peers, h.peer, "x").name,
                 latency_us=int(h.latency * 1e6),
                 verdict=str(h.verdict),
                 hits=h.hits,

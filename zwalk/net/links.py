@@ -17,7 +17,7 @@ import zmq
 import zmq.asyncio
 
 from zwalk.core import protocol as p
-from zwalk.store.config import Endpoint
+from zwalk.core.addresses import Endpoint
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ import time
 from zwalk.core import protocol as p
 from zwalk.core.outcome import ProbeSearch
 from zwalk.core.query import Query
-from zwalk.net.node import PeerError, PeerLink
+from zwalk.net.links import PeerError, PeerLink
 
 
 async def probe(

@@ -8,19 +8,20 @@ import logging
 import os
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Any
 
 from zwalk.core import protocol as p
 from zwalk.core.fields import EndReason, Strategy
 from zwalk.core.query import Query
+from zwalk.core.search_options import SearchOptions
 from zwalk.core.searches import FloodSearch, KWalkSearch
 from zwalk.core.walk import CheckBack, Ended, Forward, Relay, RelayStep, Walk
 from zwalk.net.links import PeerError, PeerLink
-
-if TYPE_CHECKING:
-    from zwalk.net.node import Node
+from zwalk.net.local import Local
+from zwalk.net.peers import PeerTable
+from zwalk.net.shares import Shares
 
 log = logging.getLogger(__name__)
 
@@ -77,9 +78,20 @@ class Running:
 class WalkService:
     """Walk relaying and walk searches for one node."""
 
-    def __init__(self, node: Node) -> None:
-        self.node = node
-        self.relay: Relay[bytes] = Relay(node.identity.node_id)
+    def __init__(
+        self,
+        local: Local,
+        peers: PeerTable,
+        shares: Shares,
+        spawn: Callable[[Coroutine[Any, Any, None]], object],
+        reply_timeout: float,
+    ) -> None:
+        self.local = local
+        self.peers = peers
+        self.shares = shares
+        self.spawn = spawn
+        self.reply_timeout = reply_timeout
+        self.relay: Relay[bytes] = Relay(local.node_id)
         self.rng = random.Random()  # noqa: S311 -- walk choices, not security
         self.running: dict[bytes, Running] = {}
         self.sent = 0  # query copies and check-backs this node sent (for benchmarks)
@@ -100,7 +112,7 @@ class WalkService:
     async def _relay_walk(self, msg: p.Walk, sender: bytes) -> None:
         step = RelayStep(self.relay, to_policy(msg), self.rng, sender=sender)
         query = Query(kind=msg.kind, pattern=msg.pattern, icase=msg.icase)
-        found = self.node.index.search(query, limit=p.MAX_HITS) if step.first else []
+        found = self.shares.index.search(query, limit=p.MAX_HITS) if step.first else []
         if found:
             self._notify(
                 msg.origin,
@@ -113,7 +125,7 @@ class WalkService:
                     hits=tuple(e.hit() for e in found),
                 ),
             )
-        actions = step.start(self.node.neighbours(), found_here=bool(found))
+        actions = step.start(self.peers.neighbours(), found_here=bool(found))
         if msg.strategy is Strategy.FLOOD:
             forwards = [a for a in actions if isinstance(a, Forward)]
             await asyncio.gather(
@@ -133,7 +145,7 @@ class WalkService:
                     actions = step.on_refused(to)
 
     async def _hand_over(self, to: bytes, msg: p.Walk) -> bool:
-        link = self.node.link_for(to)
+        link = self.peers.link_for(to)
         if link is None:
             return False
         self.sent += 1
@@ -152,7 +164,7 @@ class WalkService:
         try:
             reply = await link.request(
                 p.WalkCheck(req=0, qid=msg.qid, walker=msg.walker, hops=walk.hops, path=walk.path),
-                self.node.cfg.reply_timeout,
+                self.reply_timeout,
             )
         except (TimeoutError, PeerError):
             return False, ()  # the searcher is gone or busy: no point walking on
@@ -176,14 +188,14 @@ class WalkService:
     def _origin_link(self, origin: p.PeerRef) -> PeerLink | None:
         # Alive, or being greeted right now (a searcher that just said hello), or met anew.
         return (
-            self.node.link_for(origin.node)
-            or self.node.link_for(origin.node, alive_only=False)
-            or self.node.link_to(origin)
+            self.peers.link_for(origin.node)
+            or self.peers.link_for(origin.node, alive_only=False)
+            or self.peers.link_to(origin)
         )
 
     def _notify(self, origin: p.PeerRef, msg: p.Message) -> None:
-        if origin.node == self.node.identity.node_id:
-            self.node.spawn(self.on_notification(msg, origin.node))
+        if origin.node == self.local.node_id:
+            self.spawn(self.on_notification(msg, origin.node))
             return
         link = self._origin_link(origin)
         if link is not None:
@@ -219,7 +231,7 @@ class WalkService:
 
     def _launch(self, run: Running, forwards: list[Forward[bytes]]) -> None:
         for f in forwards:
-            self.node.spawn(self._first_hop(run, f))
+            self.spawn(self._first_hop(run, f))
 
     async def _first_hop(self, run: Running, f: Forward[bytes]) -> None:
         msg = to_wire(f.walk, run.origin, run.query)
@@ -232,29 +244,24 @@ class WalkService:
     async def search(
         self,
         query: Query,
-        *,
-        strategy: Strategy,
-        timeout: float,
-        want: int = 1,
-        walkers: int = 16,
-        initial: int | None = 1,
-        ttl: int = 64,
-        check_every: int = 8,
-        widen_hops: int = 32,
-        linger: float | None = None,
-        on_start: Callable[[AnySearch], None] | None = None,
+        opts: SearchOptions,
     ) -> AnySearch:
-        node = self.node
-        if not node.listen:
+        if not self.local.listen:
             raise RuntimeError("a walk or flood search needs a node that listens for hits")
-        me = node.identity.node_id
-        neighbours = node.neighbours()
+        me = self.local.node_id
+        neighbours = self.peers.neighbours()
         now = time.monotonic()
         qid = os.urandom(p.ID_BYTES)
         s: AnySearch
-        if strategy is Strategy.FLOOD:
+        if opts.strategy is Strategy.FLOOD:
             s = FloodSearch(
-                me, neighbours, qid=qid, now=now, deadline=now + timeout, want=want, ttl=ttl
+                me,
+                neighbours,
+                qid=qid,
+                now=now,
+                deadline=now + opts.timeout,
+                want=opts.want,
+                ttl=opts.ttl,
             )
         else:
             s = KWalkSearch(
@@ -263,22 +270,20 @@ class WalkService:
                 qid=qid,
                 rng=self.rng,
                 now=now,
-                deadline=now + timeout,
-                want=want,
-                walkers=walkers,
-                initial=initial,
-                ttl=ttl,
-                check_every=check_every,
-                widen_hops=widen_hops,
-                stop_on_hit=want == 1,
+                deadline=now + opts.timeout,
+                want=opts.want,
+                walkers=opts.walkers,
+                initial=opts.initial,
+                ttl=opts.ttl,
+                check_every=opts.check_every,
+                widen_hops=opts.widen_hops,
+                stop_on_hit=opts.want == 1,
             )
-        s.linger = linger
-        run = Running(s, query, node.self_ref())
+        s.linger = opts.linger
+        run = Running(s, query, self.local.self_ref())
         self.running[qid] = run
         # Copies of our own query that come back (floods do) are duplicates here.
-        self.relay.arrive(Walk(qid, strategy, 0, 0, 0, (me,)))
-        if on_start is not None:
-            on_start(s)
+        self.relay.arrive(Walk(qid, opts.strategy, 0, 0, 0, (me,)))
         try:
             self._launch(run, s.start(now))
             last = time.monotonic()

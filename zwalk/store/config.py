@@ -14,6 +14,8 @@ import platformdirs
 
 from zwalk.core import protocol as p
 from zwalk.core import transfer
+from zwalk.core.addresses import Endpoint
+from zwalk.core.search_options import SEARCH_DEFAULTS
 from zwalk.core.transfer import TransferOptions
 
 DEFAULT_PORT = 47474
@@ -22,19 +24,6 @@ APP = "zwalk"
 
 class ConfigError(Exception):
     """Bad configuration or usage; the CLI reports it and exits with status 2."""
-
-
-@dataclass(frozen=True, slots=True)
-class Endpoint:
-    host: str
-    port: int
-
-    def __str__(self) -> str:
-        return f"{self.host}:{self.port}"
-
-    @property
-    def zmq(self) -> str:
-        return f"tcp://{self.host}:{self.port}"
 
 
 def parse_endpoint(text: str) -> Endpoint:
@@ -67,7 +56,7 @@ class Config:
     chunk_size: int = 1024 * 1024
     rescan_interval: float = 30.0
     downloads: Path = Path("downloaded")
-    find_timeout: float = 10.0
+    find_timeout: float = SEARCH_DEFAULTS.timeout
     reply_timeout: float = 2.0
     frame_size: int = transfer.DEFAULTS.frame_bytes
     window: int = transfer.DEFAULTS.window
@@ -78,11 +67,11 @@ class Config:
     ping_timeout: float = 1.0
     max_missed_pings: int = 3
     discovery_wait: float = 1.0
-    strategy: str = "kwalk"
-    walkers: int = 16
-    initial_walkers: int = 1
+    strategy: str = str(SEARCH_DEFAULTS.strategy)
+    walkers: int = SEARCH_DEFAULTS.walkers
+    initial_walkers: int = SEARCH_DEFAULTS.initial
     ttl: int = 0  # 0: the strategy's own default
-    check_every: int = 8
+    check_every: int = SEARCH_DEFAULTS.check_every
 
     def with_overrides(self, **changes: Any) -> Config:
         """Flags win over the file; None means the flag was not given."""

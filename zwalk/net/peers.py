@@ -1,0 +1,307 @@
+# The peer table: the sans-IO membership core and one link per peer endpoint, kept in step.
+# Membership decides (connect, ping, drop); this shell carries it out over the links, greets
+# each new peer, pings the quiet ones, and lets commands wait for the table to change.
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import itertools
+import logging
+import random
+import time
+from collections.abc import Callable, Coroutine, Iterable
+from typing import Any
+
+import zmq
+import zmq.asyncio
+
+from zwalk.core import protocol as p
+from zwalk.core.addresses import Endpoint, gossipable, within
+from zwalk.core.membership import Action, Connect, Disconnect, Membership, Ping, Source, State
+from zwalk.net.diagnosis import diagnose, hello_wait
+from zwalk.net.links import PeerError, PeerLink
+from zwalk.net.local import Local
+from zwalk.net.netif import ipv4_networks, resolve
+from zwalk.store.config import Config
+
+log = logging.getLogger(__name__)
+
+BYE_LINGER_MS = 200  # how long a closing link may take to deliver our bye
+
+Spawn = Callable[[Coroutine[Any, Any, None]], "asyncio.Task[None] | None"]
+
+
+class PeerTable:
+    def __init__(self, ctx: zmq.asyncio.Context, cfg: Config, local: Local, spawn: Spawn) -> None:
+        self.ctx = ctx
+        self.cfg = cfg
+        self.local = local
+        self.spawn = spawn
+        self.links: dict[Endpoint, PeerLink] = {}
+        self.membership = Membership(
+            local.node_id,
+            ping_after=cfg.ping_interval,
+            ping_timeout=cfg.ping_timeout,
+            max_missed=cfg.max_missed_pings,
+            # the shell gives up on a hello first, and finds out why (diagnose)
+            hello_timeout=hello_wait(cfg),
+        )
+        self._req_ids = itertools.count(1)
+        self._link_tasks: dict[Endpoint, asyncio.Task[None]] = {}
+        self._allowed_nets: list[ipaddress.IPv4Network] | None = None
+        self._wake = asyncio.Event()
+        # Set at the next change of the table, then replaced by a fresh one: every waiter
+        # wakes, and none can clear the signal under another.
+        self._changed = asyncio.Event()
+
+    @staticmethod
+    def now() -> float:
+        return time.monotonic()
+
+    # --- what we learn ----------------------------------------------------------------------
+    def on_found(self, node: bytes, ep: Endpoint, detail: str, version: int) -> None:
+        """An mDNS record."""
+        if node == self.local.node_id and not self.local.is_own(ep):
+            log.info("ignoring an announcement of our own node id at %s", ep)
+            return
+        actions = self.membership.on_announced(node, ep, detail, version, self.now())
+        if version != p.PROTOCOL_VERSION and node != self.local.node_id:
+            log.info("ignoring %s at %s: protocol version %d", node.hex()[:12], ep, version)
+        self.apply(actions)
+
+    def on_gone(self, node: bytes) -> None:
+        """An mDNS goodbye."""
+        self.apply(self.membership.on_mdns_removed(node, self.now()))
+
+    def on_hello(self, msg: p.Hello, host: str) -> None:
+        """A peer said hello to us from `host`: if it listens, we may talk back."""
+        ep = Endpoint(host, msg.port)
+        if msg.port and self.reachable(ep):
+            self.apply(
+                self.membership.on_discovered(
+                    msg.node, ep, Source.INBOUND, "", self.now(), incarnation=msg.inc
+                )
+            )
+
+    def on_bye(self, node: bytes) -> None:
+        self.apply(self.membership.on_bye(node, self.now()))
+
+    def on_traffic(self, node: bytes) -> None:
+        self.membership.on_traffic(node, self.now())
+
+    def reachable(self, ep: Endpoint) -> bool:
+        """Whether we may connect to an endpoint a peer told us about. With interfaces chosen,
+        only addresses on their subnets: a node kept to a test network stays there."""
+        if not self.cfg.interfaces:
+            return True
+        if self._allowed_nets is None:
+            addrs = resolve(self.cfg.interfaces)
+            self._allowed_nets = [i.network for _, i in ipv4_networks() if str(i.ip) in addrs] or [
+                ipaddress.IPv4Network(f"{a}/32") for a in addrs
+            ]
+        return within(ep.host, self._allowed_nets)
+
+    # --- carrying out membership's decisions ------------------------------------------------
+    def apply(self, actions: list[Action]) -> None:
+        for action in actions:
+            match action:
+                case Connect(endpoint=ep):
+                    try:
+                        link = self._link(ep)
+                    except zmq.ZMQError as e:  # out of sockets, or an address zmq refuses
+                        log.warning("cannot open a link to %s: %s", ep, e)
+                        self.apply(self.membership.on_unreachable(ep, str(e), self.now()))
+                        continue
+                    self.spawn(self._greet(link))
+                case Ping(endpoint=ep):
+                    if ep in self.links:
+                        self.spawn(self._ping(self.links[ep]))
+                case Disconnect(endpoint=ep, reason=why):
+                    log.info("peer %s gone: %s", ep, why)
+                    link = self.links.pop(ep, None)
+                    if link is not None:
+                        link.close()
+                    task = self._link_tasks.pop(ep, None)
+                    if task is not None:
+                        task.cancel()
+        if actions:
+            self._changed_now()
+            self._wake.set()
+
+    def _link(self, ep: Endpoint) -> PeerLink:
+        link = self.links.get(ep)
+        if link is None or link.closed:
+            link = PeerLink(
+                self.ctx,
+                ep,
+                node_id=self.local.node_id,
+                req_ids=lambda: next(self._req_ids),
+                on_reply=lambda e: self.membership.on_reply(e, self.now()),
+            )
+            self.links[ep] = link
+            task = self.spawn(link.receive_loop())
+            if task is not None:
+                self._link_tasks[ep] = task
+        return link
+
+    async def _greet(self, link: PeerLink) -> None:
+        ep = link.endpoint
+        try:
+            reply = await link.hello(self.local.hello(), self.cfg.reply_timeout)
+        except (TimeoutError, PeerError) as e:
+            if self.links.get(ep) is not link:
+                return  # this link was replaced meanwhile: its fate is not the new member's
+            why = str(e)
+            if isinstance(e, TimeoutError):
+                why = await diagnose(ep) or (
+                    f"no answer to hello within {self.cfg.reply_timeout:g} s, though it "
+                    "accepts connections (not a zwalk node, or an incompatible one?)"
+                )
+            if self.links.get(ep) is link:
+                self.apply(self.membership.on_unreachable(ep, why, self.now()))
+            return
+        if self.links.get(ep) is not link:
+            return
+        now = self.now()
+        actions = self.membership.on_hello(
+            ep,
+            node=reply.node,
+            name=reply.name,
+            incarnation=reply.inc,
+            files=reply.files,
+            version=p.PROTOCOL_VERSION,
+            now=now,
+        )
+        told = [(ref.node, Endpoint(ref.host, ref.port)) for ref in reply.peers]
+        actions += self.membership.on_gossip(ep, reply.name, told, self.reachable, now)
+        self.apply(actions)
+        self._changed_now()
+
+    async def _ping(self, link: PeerLink) -> None:
+        try:
+            reply = await link.request(p.Ping(req=0), self.cfg.ping_timeout)
+        except (TimeoutError, PeerError):
+            return  # the membership clock counts the miss
+        if isinstance(reply, p.Pong):
+            self.membership.on_pong(link.endpoint, self.now(), files=reply.files)
+
+    async def keep_alive(self) -> None:
+        """Run the membership clock (pings, drops) until cancelled."""
+        while True:
+            now = self.now()
+            self.apply(self.membership.tick(now))
+            wait = min(0.5, max(0.02, self.membership.next_wakeup(now) - now))
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait):
+                    await self._wake.wait()
+
+    def close(self) -> None:
+        """Say bye to every peer that knows us, and close the links."""
+        for link in self.links.values():
+            if self.local.listen and link.info is not None and not link.closed:
+                with contextlib.suppress(PeerError):
+                    link.send(p.Bye(req=0))
+            link.close(linger_ms=BYE_LINGER_MS)
+        self.links.clear()
+
+    # --- waiting for the table --------------------------------------------------------------
+    def _changed_now(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def next_change(self, timeout: float) -> bool:
+        """Wait until the table changes (True) or `timeout` seconds pass (False)."""
+        changed = self._changed
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(max(0.0, timeout)):
+                await changed.wait()
+        return changed.is_set()
+
+    async def wait_until(self, ready: Callable[[], bool], timeout: float) -> bool:
+        """Wait until `ready()` holds, checked at each change, for at most `timeout` seconds;
+        returns whether it does."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not ready():
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                return False
+            await self.next_change(left)
+        return True
+
+    def alive(self, ep: Endpoint) -> bool:
+        """Whether the peer at `ep` has answered our hello and still answers pings."""
+        m = self.membership.by_endpoint.get(ep)
+        return m is not None and m.state is State.ALIVE
+
+    def answered(self, endpoints: Iterable[Endpoint]) -> bool:
+        """Whether each of these peers answered our hello, or was dropped (it refused us, or
+        turned out to be ourselves or another peer's second address): none is worth waiting
+        for any longer."""
+        table = self.membership.by_endpoint
+        return all(self.alive(ep) or ep not in table for ep in endpoints)
+
+    async def settle(self, wait: float, quiet: float = 0.3) -> None:
+        """Let discovery and hellos run: up to `wait` seconds, less once every peer found has
+        answered and nothing new turned up for `quiet` seconds."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        last_change = loop.time()
+        while (now := loop.time()) < deadline:
+            members = self.membership.by_endpoint.values()
+            answered = bool(members) and all(m.state is State.ALIVE for m in members)
+            if answered and now - last_change >= quiet:
+                return
+            until = min(deadline, last_change + quiet) if answered else deadline
+            if await self.next_change(until - now):
+                last_change = loop.time()
+
+    async def meet(self, endpoints: Iterable[Endpoint], timeout: float) -> None:
+        """Say hello to peers a local command named, and wait (at most `timeout`) until each
+        has answered or failed; those that failed are in `membership.lost`, with the reason."""
+        eps = list(dict.fromkeys(endpoints))
+        if eps:
+            self.apply(self.membership.add_named(eps, self.now()))
+            await self.wait_until(lambda: self.answered(eps), timeout)
+
+    async def hear_back(self) -> None:
+        """Wait until every peer in the table has answered hello or failed (with the reason a
+        user will want): at most the hello timeout and a diagnosis."""
+        await self.wait_until(
+            lambda: all(m.state is State.ALIVE for m in self.membership.by_endpoint.values()),
+            hello_wait(self.cfg),
+        )
+
+    # --- who is there -----------------------------------------------------------------------
+    def neighbours(self) -> list[bytes]:
+        """Node ids of the live peers: where a walk can go next."""
+        return [m.node for m in self.membership.alive() if m.node is not None]
+
+    def link_for(self, node: bytes, *, alive_only: bool = True) -> PeerLink | None:
+        m = self.membership.by_node(node)
+        if m is None or (alive_only and m.state is not State.ALIVE):
+            return None
+        link = self.links.get(m.endpoint)
+        return link if link is not None and not link.closed else None
+
+    def link_to(self, ref: p.PeerRef) -> PeerLink | None:
+        """A link to a node named in a message (a searcher we had not met): meet it."""
+        ep = Endpoint(ref.host, ref.port)
+        if not self.reachable(ep):
+            return None
+        self.apply(self.membership.on_discovered(ref.node, ep, Source.INBOUND, "", self.now()))
+        link = self.links.get(ep)
+        return link if link is not None and not link.closed else None
+
+    def alive_links(self) -> list[PeerLink]:
+        return [self.links[m.endpoint] for m in self.membership.alive() if m.endpoint in self.links]
+
+    def gossip(self, exclude: bytes) -> tuple[p.PeerRef, ...]:
+        refs = [
+            p.PeerRef(node=m.node, name=m.name, host=m.endpoint.host, port=m.endpoint.port)
+            for m in self.membership.alive()
+            if m.node is not None and m.node != exclude and gossipable(m.endpoint.host)
+        ]
+        random.shuffle(refs)
+        return tuple(refs[: p.MAX_GOSSIP])

@@ -1,0 +1,34 @@
+# Reading a shared file for a peer: exactly the bytes the index describes, or an error saying
+# the file is not what was indexed any more.
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+class FileChanged(OSError):
+    """A shared file is not what the index says any more."""
+
+
+def read_span(path: Path, offset: int, into: memoryview, mtime_ns: int) -> None:
+    """Fill `into` from a shared file at `offset`, refusing if the file changed since it was
+    indexed or is now shorter."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+    try:
+        if os.fstat(fd).st_mtime_ns != mtime_ns:
+            raise FileChanged(f"{path} changed since it was indexed")
+        if not hasattr(os, "preadv"):  # Windows
+            os.lseek(fd, offset, os.SEEK_SET)
+        view = into
+        while view:
+            if hasattr(os, "preadv"):
+                n = os.preadv(fd, [view], offset)
+            else:
+                got = os.read(fd, len(view))
+                n = len(got)
+                view[:n] = got
+            if n <= 0:
+                raise FileChanged(f"{path} is shorter than indexed")
+            view, offset = view[n:], offset + n
+    finally:
+        os.close(fd)

@@ -1,0 +1,121 @@
+# The files a serving node keeps in its data dir: node.json (how local commands reach it) and
+# the lock that allows one serving node per data dir.
+#
+# node.json (owner-only) holds the node's pid, endpoints, the control endpoint and a random token;
+# a control request must carry the token, which only a process that can read the file (the same
+# user) has.
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from zwalk.store.locking import try_lock
+
+STATE_FILE = "node.json"
+LOCK_FILE = "serve.lock"
+CONTROL_DIR = "control"  # owner-only folder holding the ipc socket
+SOCKET_FILE = "control.ipc"
+MAX_IPC_PATH = 100  # sun_path holds 104-108 bytes depending on the platform
+
+
+@dataclass(frozen=True, slots=True)
+class LocalNode:
+    """What node.json says about a running node."""
+
+    pid: int
+    node: bytes
+    name: str
+    endpoints: list[str]
+    control: str
+    token: bytes
+    downloads: Path | None = None  # where the node's own finds save (absolute)
+    shares: tuple[Path, ...] = ()
+
+
+def socket_path(data_dir: Path) -> Path:
+    return (data_dir / CONTROL_DIR / SOCKET_FILE).absolute()
+
+
+def write_state(data_dir: Path, state: dict[str, Any]) -> None:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / STATE_FILE
+    tmp = path.with_name(f"{STATE_FILE}.{os.getpid()}.tmp")
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()  # O_EXCL below: a leftover must not keep wider permissions
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # the token is in it
+    with os.fdopen(fd, "w") as f:
+        json.dump(state, f, indent=2)
+    os.replace(tmp, path)
+
+
+def remove_state(data_dir: Path) -> None:
+    """Remove node.json and the socket, if they are this process's (never another node's)."""
+    try:
+        pid = json.loads((data_dir / STATE_FILE).read_text()).get("pid")
+    except (OSError, ValueError, AttributeError):
+        pid = None
+    if pid != os.getpid():
+        return
+    with contextlib.suppress(OSError):
+        (data_dir / STATE_FILE).unlink()
+    with contextlib.suppress(OSError):
+        socket_path(data_dir).unlink()
+
+
+class DataDirLock:
+    """One serving node per data dir: a lock file held for the node's lifetime."""
+
+    def __init__(self, data_dir: Path) -> None:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.path = data_dir / LOCK_FILE
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            try_lock(self._fd)
+        except OSError:
+            os.close(self._fd)
+            other = read_state(data_dir)
+            who = f" (pid {other.pid})" if other is not None else ""
+            raise OSError(
+                f"another zwalk serve is running with the data dir {data_dir}{who}: stop it, or "
+                "give this one its own --data-dir"
+            ) from None
+
+    def release(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self._fd)  # closing drops the lock
+
+
+def _pid_alive(pid: int) -> bool:
+    if sys.platform == "win32":
+        return True  # no cheap check; a dead node simply does not answer
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def read_state(data_dir: Path) -> LocalNode | None:
+    """The running node for this data dir, if node.json names a live process."""
+    try:
+        raw = json.loads((data_dir / STATE_FILE).read_text())
+        local = LocalNode(
+            pid=int(raw["pid"]),
+            node=bytes.fromhex(raw["node"]),
+            name=str(raw["name"]),
+            endpoints=[str(e) for e in raw["endpoints"]],
+            control=str(raw["control"]),
+            token=bytes.fromhex(raw["token"]),
+            downloads=Path(raw["downloads"]) if raw.get("downloads") else None,
+            shares=tuple(Path(x) for x in raw.get("shares", ())),
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return local if _pid_alive(local.pid) else None
