@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from zwalk.net.download import MAX_LOCAL_NAME, local_name, part_path
+from zwalk.store.downloads import MAX_LOCAL_NAME, local_name, part_path
 
 
 def test_windows_names_are_mapped() -> None:

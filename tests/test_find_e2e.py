@@ -15,11 +15,11 @@ from procs import LOOPBACK, ServeProcess, run_zwalk, zwalk_cmd
 from zwalk.cli.app import running
 from zwalk.core import protocol as p
 from zwalk.core.addresses import Endpoint
-from zwalk.net.download import part_path
 from zwalk.net.node import Node
 from zwalk.net.router import Router
 from zwalk.store import identity
 from zwalk.store.config import Config
+from zwalk.store.downloads import part_path
 
 Serve = Callable[..., ServeProcess]
 MiB = 1024 * 1024

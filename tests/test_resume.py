@@ -18,8 +18,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from zwalk.core import protocol as p
-from zwalk.net.download import DownloadError, _check_room
 from zwalk.store import resume
+from zwalk.store.downloads import DownloadError, check_room
 from zwalk.store.partfile import PartFile, progress_path
 
 CS = p.MIN_CHUNK_SIZE
@@ -137,8 +137,8 @@ def test_the_whole_hash_waits_for_every_chunk(tmp_path: Path) -> None:
 def test_a_download_that_cannot_fit_is_refused_before_it_starts(tmp_path: Path) -> None:
     free = shutil.disk_usage(tmp_path).free
     with pytest.raises(DownloadError, match="not enough space"):
-        _check_room(tmp_path / "dl", tmp_path / "dl" / "x.part", free + (1 << 30))
-    _check_room(tmp_path / "dl", tmp_path / "dl" / "x.part", 1 << 20)  # this much fits
+        check_room(tmp_path / "dl", tmp_path / "dl" / "x.part", free + (1 << 30))
+    check_room(tmp_path / "dl", tmp_path / "dl" / "x.part", 1 << 20)  # this much fits
 
 
 def test_two_copies_of_a_chunk_ahead_of_the_hash_are_held_once(tmp_path: Path) -> None:

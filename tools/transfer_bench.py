@@ -59,8 +59,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from zwalk.core import protocol as p  # noqa: E402
 from zwalk.net import control  # noqa: E402
-from zwalk.net.download import part_path  # noqa: E402
 from zwalk.store import state  # noqa: E402
+from zwalk.store.downloads import part_path  # noqa: E402
 
 LOOPBACK = "127.0.0.1"
 METHODS = ("sendfile", "curl", "zwalk")

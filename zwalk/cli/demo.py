@@ -21,10 +21,11 @@ from zwalk.core.outcome import Found
 from zwalk.core.query import parse_query
 from zwalk.core.search_options import SearchOptions
 from zwalk.core.units import mib
-from zwalk.net.download import DownloadError, download
+from zwalk.net.download import download
 from zwalk.net.node import Node
 from zwalk.store import identity
 from zwalk.store.config import Config
+from zwalk.store.downloads import DownloadError
 from zwalk.store.index import file_blake3
 
 SAMPLES = [  # (name, size in KiB); the last node gets the big file the demo fetches

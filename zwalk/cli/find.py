@@ -36,20 +36,20 @@ from zwalk.core.query import Query, is_bare_cid, parse_query
 from zwalk.core.search_options import SearchOptions, default_ttl
 from zwalk.core.units import mib
 from zwalk.net import control
-from zwalk.net.download import (
-    DownloadError,
-    DownloadResult,
-    OutDirError,
-    already_saved,
-    check_out_dir,
-    download,
-    part_path,
-)
+from zwalk.net.download import DownloadResult, download
 from zwalk.net.finder import FindResult
 from zwalk.net.links import PeerLink
 from zwalk.net.node import Node
+from zwalk.net.tasks import TaskSet
 from zwalk.store import identity
 from zwalk.store import state as node_state
+from zwalk.store.downloads import (
+    DownloadError,
+    OutDirError,
+    already_saved,
+    check_out_dir,
+    part_path,
+)
 
 log = logging.getLogger(__name__)
 
@@ -423,33 +423,30 @@ async def _fetch_one(
         links = [node.peers.links[ep] for ep in _holder_endpoints([f]) if ep in node.peers.links]
         say(_announce(f, out_dir, links))
         more: asyncio.Queue[PeerLink] = asyncio.Queue()
-        gathering = None
-        if opts.want == 1:  # the search stopped at the first hit: look for every holder
-            gathering = asyncio.create_task(_gather_holders(app, node, f, opts, via, more))
-        state.fetching = True  # until it ends: Ctrl-C now leaves a .part to resume
-        try:
-            if not links:
-                raise DownloadError("none of its holders answers")
+        async with TaskSet("a download's holder search") as helpers:
+            if opts.want == 1:  # the search stopped at the first hit: look for every holder
+                helpers.spawn(_gather_holders(app, node, f, opts, via, more))
+            state.fetching = True  # until it ends: Ctrl-C now leaves a .part to resume
             try:
-                got = await _fetch(app, f, links, out_dir, show_progress, more)
-            except OSError as e:  # the disk: the .part, the final name, a record
-                raise DownloadError(f"cannot save it in {out_dir}: {describe(e)}") from None
-        except DownloadError as e:
-            state.fetching = False
-            if e.changed and attempt == 1 and q.kind is not p.QueryKind.CID:
-                say(f"{f.name} changed on its holders while it was being fetched; searching again")
-                newer = await _search_again(app, q, opts, via, node, f, seen)
-                if newer is not None:
-                    note = f"the version found first ({p.cid_to_text(f.cid)[:15]}…) had changed"
-                    await asyncio.to_thread(_forget_part, out_dir, f)  # that version is gone
-                    f = newer
-                    continue
-            return _failure_report(f, e)
-        finally:
-            if gathering is not None:
-                gathering.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await gathering
+                if not links:
+                    raise DownloadError("none of its holders answers")
+                try:
+                    got = await _fetch(app, f, links, out_dir, show_progress, more)
+                except OSError as e:  # the disk: the .part, the final name, a record
+                    raise DownloadError(f"cannot save it in {out_dir}: {describe(e)}") from None
+            except DownloadError as e:
+                state.fetching = False
+                if e.changed and attempt == 1 and q.kind is not p.QueryKind.CID:
+                    changed = "changed on its holders while it was being fetched"
+                    say(f"{f.name} {changed}; searching again")
+                    newer = await _search_again(app, q, opts, via, node, f, seen)
+                    if newer is not None:
+                        first = p.cid_to_text(f.cid)[:15]
+                        note = f"the version found first ({first}…) had changed"
+                        await asyncio.to_thread(_forget_part, out_dir, f)  # that version is gone
+                        f = newer
+                        continue
+                return _failure_report(f, e)
         state.fetching = False
         return _download_report(f, got.path, got, note)
     raise AssertionError("unreachable")  # pragma: no cover

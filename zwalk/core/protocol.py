@@ -1,5 +1,6 @@
 # The wire protocol in one namespace (`from zwalk.core import protocol as p`): the limits,
-# field checks, messages and codec live in their own modules; this one only gathers them.
+# field checks, messages and codec live in their own modules; this one only gathers them
+# (tests/test_layers.py checks that it gathers every public name).
 from __future__ import annotations
 
 from zwalk.core.codec import (
@@ -7,6 +8,7 @@ from zwalk.core.codec import (
     MESSAGE_TYPES,
     NOTIFICATIONS,
     REQUESTS,
+    DecoderBug,
     check_wellformed,
     decode,
     encode,
@@ -63,6 +65,8 @@ from zwalk.core.limits import (
     MAX_DETAIL_BYTES,
     MAX_FAILURES,
     MAX_FILE_SIZE,
+    MAX_FOUND,
+    MAX_FOUND_HOLDERS,
     MAX_FRAME,
     MAX_GOSSIP,
     MAX_HEADER,
@@ -137,6 +141,8 @@ __all__ = [
     "MAX_PATH",
     "MAX_WALKERS",
     "MAX_TRACE",
+    "MAX_FOUND",
+    "MAX_FOUND_HOLDERS",
     "MAX_MEMBERS",
     "MAX_HOST_BYTES",
     "MAX_DETAIL_BYTES",
@@ -211,6 +217,7 @@ __all__ = [
     "REQUESTS",
     "NOTIFICATIONS",
     "CONTROL_REQUESTS",
+    "DecoderBug",
     "encode",
     "check_wellformed",
     "decode",

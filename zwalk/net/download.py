@@ -10,12 +10,10 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import os
-import shutil
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,37 +24,22 @@ from zwalk.core.transfer import ChunkScheduler, Request, TransferOptions
 from zwalk.core.units import mib
 from zwalk.net.buffers import keep_freed_frames
 from zwalk.net.links import PeerError, PeerLink
-from zwalk.store.index import file_blake3
+from zwalk.net.saver import ProgressSaver
+from zwalk.net.tasks import TaskSet, in_thread
+from zwalk.store.downloads import (
+    DownloadError,
+    allocated,
+    check_room,
+    open_part,
+    part_path,
+    place,
+)
 from zwalk.store.partfile import PartFile
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 Progress = Callable[[int, int, int], None]  # bytes done, total bytes, active sources
-
-
-class DownloadError(Exception):
-    """A download that did not complete. What it kept (if anything) stays in `part`, which a
-    later download of the same file resumes."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        part: Path | None = None,
-        kept: int = 0,
-        allocated: int = 0,
-        changed: bool = False,
-    ) -> None:
-        super().__init__(message)
-        self.part = part  # the .part file left behind, if any
-        self.kept = kept  # verified bytes in it
-        self.allocated = allocated  # bytes it takes on disk (allocated in full up front)
-        self.changed = changed  # every holder said the file is no longer shared (it changed)
-
-
-class OutDirError(Exception):
-    """The download folder cannot take files (a usage error, found before any search)."""
 
 
 @dataclass(slots=True)
@@ -73,44 +56,6 @@ class DownloadResult:
     resumed_bytes: int = 0  # verified bytes found in a .part from an earlier attempt
     duplicate_requests: int = 0  # end-game copies of frames asked of a second source
     bytes_by_source: dict[str, int] = field(default_factory=dict)  # verified bytes each sent
-
-
-SAVE_EVERY = 0.5  # seconds between progress records: a crash re-fetches at most this much
-MAX_COPIES = 1000  # `name (999).ext` at most
-MAX_LOCAL_NAME = 224  # bytes: room under the usual 255 for " (999)" or ".<16 hex>.part"
-WINDOWS_RESERVED = {
-    "CON",
-    "PRN",
-    "AUX",
-    "NUL",
-    *(f"COM{i}" for i in range(1, 10)),
-    *(f"LPT{i}" for i in range(1, 10)),
-}
-
-
-def _trim(text: str, max_bytes: int) -> str:
-    while len(text.encode()) > max_bytes:
-        text = text[:-1]
-    return text
-
-
-def local_name(name: str, windows: bool = os.name == "nt") -> str:
-    """A name this platform can store, for a (validated) name from the network."""
-    if windows:
-        name = "".join("_" if c in '<>:"|?*' else c for c in name).rstrip(". ") or "_"
-        if name.split(".")[0].upper() in WINDOWS_RESERVED:
-            name = "_" + name
-    if len(name.encode()) > MAX_LOCAL_NAME:
-        stem, dot, ext = name.rpartition(".")
-        if dot and 0 < len(ext.encode()) <= 16:
-            name = _trim(stem, MAX_LOCAL_NAME - len(ext.encode()) - 1) + "." + ext
-        else:
-            name = _trim(name, MAX_LOCAL_NAME)
-    return name
-
-
-def part_path(out_dir: Path, name: str, cid: bytes) -> Path:
-    return out_dir / f"{local_name(name)}.{cid.hex()[:16]}.part"
 
 
 async def fetch_info(
@@ -151,75 +96,6 @@ async def fetch_info(
     return sorted(groups.values(), key=lambda g: -len(g[1])), excluded, rtts
 
 
-def _candidates(out_dir: Path, name: str) -> Iterator[Path]:
-    """Where a file of this name may be saved: `name`, then `name (1).ext`, ..."""
-    name = local_name(name)
-    stem, dot, ext = name.rpartition(".")
-    if not stem:
-        stem, dot, ext = name, "", ""
-    for n in range(MAX_COPIES):
-        yield out_dir / (name if n == 0 else f"{stem} ({n}){dot}{ext}")
-
-
-def already_saved(out_dir: Path, name: str, cid: bytes, size: int) -> Path | None:
-    """A file with this content already in the download folder, under the name it would get
-    (or a `name (n).ext` before the first free one): checked by size, then by BLAKE3."""
-    for candidate in _candidates(out_dir, name):
-        try:
-            st = candidate.stat()
-        except FileNotFoundError:
-            return None
-        except OSError:
-            continue
-        try:
-            if st.st_size == size and candidate.is_file() and file_blake3(candidate) == cid:
-                return candidate
-        except OSError:  # unreadable: not ours to judge, and place() will not overwrite it
-            continue
-    return None
-
-
-def check_out_dir(out_dir: Path) -> None:
-    """Whether files can be saved in `out_dir` (it, or the folder it would be made in, is a
-    writable folder); raises OutDirError saying why not. Creates nothing."""
-    path = out_dir.absolute()
-    probe = path
-    while not probe.exists():
-        if probe.parent == probe:
-            break
-        probe = probe.parent
-    if not probe.is_dir():
-        what = "is" if probe == path else f"would be made in {probe}, which is"
-        raise OutDirError(f"cannot save into {out_dir}: it {what} not a folder")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        where = "" if probe == path else f" (it would be made in {probe})"
-        raise OutDirError(f"cannot save into {out_dir}{where}: permission denied")
-
-
-def place(part: Path, out_dir: Path, name: str, cid: bytes) -> tuple[Path, bool]:
-    """Give a verified .part file its final name without clobbering anything.
-
-    Returns (path, already_present). If the name is taken by other bytes, `name (1).ext` etc."""
-    for candidate in _candidates(out_dir, name):
-        if candidate.exists():
-            if candidate.stat().st_size == part.stat().st_size and file_blake3(candidate) == cid:
-                part.unlink()
-                return candidate, True
-            continue
-        try:
-            os.link(part, candidate)  # fails if the name appeared meanwhile: never overwrites
-        except FileExistsError:
-            continue
-        except OSError:  # file system without hard links
-            if candidate.exists():
-                continue
-            os.replace(part, candidate)
-            return candidate, False
-        part.unlink()
-        return candidate, False
-    raise DownloadError(f"could not find a free name for {name} in {out_dir}")
-
-
 async def download(
     holders: Sequence[PeerLink],
     *,
@@ -240,9 +116,9 @@ async def download(
     groups, excluded, rtts = await fetch_info(holders, cid, size, options.info_timeout)
     received = 0
     gone: set[PeerLink] = set()  # sources that no longer share the file
-    await asyncio.to_thread(_check_room, out_dir, part_path(out_dir, name, cid), size)
+    await asyncio.to_thread(check_room, out_dir, part_path(out_dir, name, cid), size)
     for info, sources in groups:
-        part = await asyncio.to_thread(_open_part, out_dir, name, cid, info)
+        part = await asyncio.to_thread(open_part, out_dir, name, cid, info)
         try:
             sched, resumed, got = await _attempt(
                 part, info, sources, rtts, options, progress, more_holders, excluded, gone
@@ -265,11 +141,11 @@ async def download(
                     "every source failed: " + "; ".join(f"{k}: {v}" for k, v in excluded.items()),
                     part=None if part.private else part.path,
                     kept=kept,
-                    allocated=0 if part.private else _allocated(part.path),
+                    allocated=0 if part.private else allocated(part.path),
                     changed=bool(sched.sources) and all(link in gone for link in sched.sources),
                 )
-            await _in_thread(part.finish)
-            whole = await _in_thread(part.whole_digest)
+            await in_thread(part.finish)
+            whole = await in_thread(part.whole_digest)
             if whole != cid:
                 lie = "their chunk hashes do not add up to the content id"
                 log.warning("%s: %s", ", ".join(s.label for s in sources), lie)
@@ -278,7 +154,7 @@ async def download(
                 continue
             if os.name == "nt":  # Windows cannot link or remove a file that is open
                 part.close()
-            final, present = await _in_thread(place, part.path, out_dir, name, cid)
+            final, present = await in_thread(place, part.path, out_dir, name, cid)
             part.forget_progress()  # while still holding its lock
         except BaseException:
             if part.private:  # nobody would ever resume it
@@ -319,110 +195,6 @@ async def download(
     )
 
 
-def _forget_done(forget: Callable[[int], None], serial: int, _: object) -> None:
-    forget(serial)
-
-
-async def _in_thread(fn: Callable[..., T], *args: object) -> T:
-    """Run `fn` in a thread. If we are cancelled meanwhile (Ctrl-C), wait for it to finish
-    before going on: it uses the .part's files, which the caller closes on the way out."""
-    task = asyncio.ensure_future(asyncio.to_thread(fn, *args))
-    try:
-        return await asyncio.shield(task)
-    except asyncio.CancelledError:
-        await asyncio.wait([task])
-        raise
-
-
-def _check_room(out_dir: Path, part: Path, size: int) -> None:
-    """Create the download folder and check it has room for what is still to come."""
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        free = shutil.disk_usage(out_dir).free + _allocated(part)
-    except OSError as e:
-        raise DownloadError(f"cannot write to {out_dir}: {e}") from None
-    if size > free:
-        raise DownloadError(
-            f"not enough space in {out_dir}: the file needs {mib(size)}, {mib(free)} is free"
-        )
-
-
-def _allocated(path: Path) -> int:
-    """Bytes a (sparse) file already occupies on disk."""
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        return 0
-    blocks = getattr(st, "st_blocks", None)
-    return blocks * 512 if blocks is not None else st.st_size
-
-
-def _open_part(out_dir: Path, name: str, cid: bytes, info: p.FileInfo) -> PartFile:
-    path = part_path(out_dir, name, cid)
-    try:
-        try:
-            return PartFile(path, info)
-        except BlockingIOError:
-            # Another download of the same file is running: fetch beside it, not into it.
-            log.info("%s is being fetched by another process; using a .part of our own", name)
-            own = path.with_name(f"{path.stem}.{os.getpid()}{path.suffix}")
-            return PartFile(own, info, private=True)
-    except OSError as e:
-        raise DownloadError(f"cannot write {path}: {e.strerror or e}") from None
-
-
-class _Saver:
-    """Writes the progress record off the event loop: one write at a time, always the latest,
-    at most one every SAVE_EVERY seconds (each flushes the .part's data to disk first)."""
-
-    def __init__(self, part: PartFile, pool: ThreadPoolExecutor) -> None:
-        self.part, self.pool = part, pool
-        self._running: asyncio.Future[None] | None = None
-        self._later: asyncio.TimerHandle | None = None
-        self._dirty = False
-        self._last = -SAVE_EVERY
-
-    def mark(self) -> None:
-        loop = asyncio.get_running_loop()
-        busy = self._running is not None and not self._running.done()
-        wait = self._last + SAVE_EVERY - loop.time()
-        if busy or wait > 0:
-            self._dirty = True
-            if not busy and self._later is None:
-                self._later = loop.call_later(wait, self._again)
-            return
-        self._dirty = False
-        self._last = loop.time()
-        self._running = loop.run_in_executor(self.pool, self.part.save, bytes(self.part.bits))
-        self._running.add_done_callback(self._done)
-
-    def _again(self) -> None:
-        self._later = None
-        if self._dirty:
-            self.mark()
-
-    def _done(self, fut: asyncio.Future[None]) -> None:
-        if not fut.cancelled() and fut.exception() is not None:
-            log.warning("cannot save download progress: %s", fut.exception())
-        if self._dirty and self._later is None:
-            self.mark()
-
-    async def flush(self) -> None:
-        """Wait for the save under way, then save what is still unsaved (to the end, even if
-        we are cancelled meanwhile: the caller closes the files next)."""
-        if self._later is not None:
-            self._later.cancel()
-            self._later = None
-        while self._running is not None and not self._running.done():
-            await asyncio.wait([self._running])
-        if self._dirty:
-            self._dirty = False
-            try:
-                await _in_thread(self.part.save, bytes(self.part.bits))
-            except OSError as e:
-                log.warning("cannot save download progress: %s", e)
-
-
 async def _attempt(
     part: PartFile,
     info: p.FileInfo,
@@ -436,7 +208,7 @@ async def _attempt(
 ) -> tuple[ChunkScheduler[PeerLink], int, int]:
     """Fetch what the .part lacks from these sources; returns the scheduler, the bytes found
     already there, and the payload bytes received."""
-    claimed, have = await _in_thread(part.resume)  # reads and hashes the .part: not here
+    claimed, have = await in_thread(part.resume)  # reads and hashes the .part: not here
     if claimed:
         log.info("resuming: %d of %d claimed chunks verified", len(have), len(claimed))
     sched: ChunkScheduler[PeerLink] = ChunkScheduler(
@@ -459,7 +231,7 @@ async def _attempt(
         received = await _run(
             sched,
             part,
-            _Saver(part, saver_pool),
+            ProgressSaver(part, saver_pool),
             pool,
             progress,
             more_holders,
@@ -487,7 +259,7 @@ class _Answer:
 async def _run(
     sched: ChunkScheduler[PeerLink],
     part: PartFile,
-    saver: _Saver,
+    saver: ProgressSaver,
     pool: ThreadPoolExecutor,
     progress: Progress | None,
     more_holders: asyncio.Queue[PeerLink] | None = None,
@@ -504,7 +276,7 @@ async def _run(
     info = sched.info
     # Every request still waiting for its reply, given up on or not: a late reply is kept if
     # it brings chunks still missing. They end with the download (or when their link closes).
-    out: dict[int, asyncio.Task[None]] = {}
+    tasks = TaskSet("a download")
 
     async def adopt() -> None:
         """Holders found while the download runs join once their file-info agrees."""
@@ -586,74 +358,62 @@ async def _run(
         if sched.accepts(req.source, req.index, req.serial):
             sched.on_arrival(req.source, req.index, req.serial, now=loop.time())
             answers.put_nowait(None)  # its window has room again: ask for more while we write
-        write = loop.run_in_executor(
-            pool, part.write_frame, memoryview(reply.payload), req.index, req.count
-        )
-        try:
-            good, bad = await asyncio.shield(write)
-        except asyncio.CancelledError:
-            await asyncio.wait([write])  # the file is closed after us: let the write finish
-            raise
+        # The file is closed after us: a cancelled write is waited for (in_thread).
+        frame = memoryview(reply.payload)
+        good, bad = await in_thread(part.write_frame, frame, req.index, req.count, executor=pool)
         return _Answer(req, good, bad, "hash mismatch" if bad else "")
 
-    def forget(serial: int) -> None:
-        out.pop(serial, None)
-
-    joining = asyncio.create_task(adopt()) if more_holders is not None else None
     try:
-        if progress:
-            progress(sched.bytes_done, sched.info.size, sched.active_sources)
-        while not sched.complete and not sched.stuck:
-            now = loop.time()
-            for late in sched.overdue(now):
-                why = f"nothing arrived from it for {sched.late_by(late.source, now):.0f} s"
-                log.info("%s: %s", late.source.label, why)
-                sched.on_failure(late.source, late.index, why, now, late.serial)
-            for req in sched.requests(now):
-                task = asyncio.create_task(fetch(req))
-                out[req.serial] = task
-                task.add_done_callback(functools.partial(_forget_done, forget, req.serial))
-            due = sched.next_deadline()
-            wait = None if due is None else max(0.01, due - loop.time())
-            try:
-                a = await asyncio.wait_for(answers.get(), wait)
-            except TimeoutError:
-                continue  # a source's pause is over, or a request is late
-            if a is None:
-                continue  # room in a window, a new source, or an answer no longer wanted
-            now = loop.time()
-            src, req = a.req.source, a.req
-            if a.fatal:
-                raise DownloadError(a.fatal)
-            if a.bad:
-                log.warning("%s: chunk %d rejected: %s", src.label, a.bad[0], a.failure)
-                sched.on_frame(
-                    src, req.index, a.good, a.bad, now=now, reason=a.failure, serial=req.serial
-                )
-            elif a.busy:
-                sched.on_busy(src, req.index, now, req.serial)
-            elif a.gone:  # asking again will not bring it back
-                log.info("%s: %s", src.label, a.failure)
-                if gone is not None:
-                    gone.add(src)
-                sched.exclude(src, a.failure)
-            elif a.failure:
-                if sched.accepts(src, req.index, req.serial):
-                    log.info("%s: frame at chunk %d: %s", src.label, req.index, a.failure)
-                sched.on_failure(src, req.index, a.failure, now, req.serial)
-            else:
-                sched.on_frame(src, req.index, a.good, now=now, serial=req.serial)
-            if a.good:
-                for i in a.good:
-                    part.bits[i // 8] |= 1 << (i % 8)
-                saver.mark()
-                if progress:
-                    progress(sched.bytes_done, sched.info.size, sched.active_sources)
+        async with tasks:
+            if more_holders is not None:
+                tasks.spawn(adopt())
+            if progress:
+                progress(sched.bytes_done, sched.info.size, sched.active_sources)
+            while not sched.complete and not sched.stuck:
+                now = loop.time()
+                for late in sched.overdue(now):
+                    why = f"nothing arrived from it for {sched.late_by(late.source, now):.0f} s"
+                    log.info("%s: %s", late.source.label, why)
+                    sched.on_failure(late.source, late.index, why, now, late.serial)
+                for req in sched.requests(now):
+                    tasks.spawn(fetch(req))
+                due = sched.next_deadline()
+                wait = None if due is None else max(0.01, due - loop.time())
+                try:
+                    a = await asyncio.wait_for(answers.get(), wait)
+                except TimeoutError:
+                    continue  # a source's pause is over, or a request is late
+                if a is None:
+                    continue  # room in a window, a new source, or an answer no longer wanted
+                now = loop.time()
+                src, req = a.req.source, a.req
+                if a.fatal:
+                    raise DownloadError(a.fatal)
+                if a.bad:
+                    log.warning("%s: chunk %d rejected: %s", src.label, a.bad[0], a.failure)
+                    sched.on_frame(
+                        src, req.index, a.good, a.bad, now=now, reason=a.failure, serial=req.serial
+                    )
+                elif a.busy:
+                    sched.on_busy(src, req.index, now, req.serial)
+                elif a.gone:  # asking again will not bring it back
+                    log.info("%s: %s", src.label, a.failure)
+                    if gone is not None:
+                        gone.add(src)
+                    sched.exclude(src, a.failure)
+                elif a.failure:
+                    if sched.accepts(src, req.index, req.serial):
+                        log.info("%s: frame at chunk %d: %s", src.label, req.index, a.failure)
+                    sched.on_failure(src, req.index, a.failure, now, req.serial)
+                else:
+                    sched.on_frame(src, req.index, a.good, now=now, serial=req.serial)
+                if a.good:
+                    for i in a.good:
+                        part.bits[i // 8] |= 1 << (i % 8)
+                    saver.mark()
+                    if progress:
+                        progress(sched.bytes_done, sched.info.size, sched.active_sources)
+            # Leaving the TaskSet cancels the requests still out to sources we no longer need.
     finally:
-        tasks = [*out.values(), *([joining] if joining is not None else [])]
-        for task in tasks:  # requests still out to sources we no longer need
-            task.cancel()
-        if tasks:
-            await asyncio.wait(tasks)
         await saver.flush()
     return received
