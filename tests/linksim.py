@@ -12,7 +12,8 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from zwalk.core import protocol as p
-from zwalk.core.transfer import ChunkScheduler, Request
+from zwalk.core.sources import Request
+from zwalk.core.transfer import ChunkScheduler
 
 EPS = 1e-12
 

@@ -181,7 +181,7 @@ def test_warnings_read_like_the_commands_own_and_v_shows_the_steps(tmp_path: Pat
     assert r.returncode == 1
     assert " WARNING " not in r.stderr and " INFO " not in r.stderr  # no log-record lines
     r = run_zwalk("find", "x", "--peer", "127.0.0.1:1", "-v", cwd=tmp_path)
-    assert " INFO zwalk.cli.find: no local node: browsing mDNS on 127.0.0.1" in r.stderr
+    assert " INFO zwalk.cli.searching: no local node: browsing mDNS on 127.0.0.1" in r.stderr
 
 
 def test_the_progress_bar_starts_at_what_a_resume_kept_and_its_rate_is_this_runs() -> None:

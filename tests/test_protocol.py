@@ -249,9 +249,11 @@ def test_all_message_types_are_covered() -> None:
 
 
 def _decode_only_protocol_errors(frames: list[bytes]) -> p.ProtocolError | None:
+    """Decode; a ProtocolError is returned, anything else (DecoderBug: our own bug) fails."""
     try:
         p.decode(frames)
     except p.ProtocolError as e:
+        assert e.reason and e.code in p.ErrorCode
         return e
     return None
 
@@ -259,7 +261,28 @@ def _decode_only_protocol_errors(frames: list[bytes]) -> p.ProtocolError | None:
 @settings(max_examples=500)
 @given(st.lists(st.binary(max_size=300), min_size=0, max_size=3))
 def test_random_bytes_raise_only_protocol_error(frames: list[bytes]) -> None:
-    _decode_only_protocol_errors(frames)
+    err = _decode_only_protocol_errors(frames)
+    if err is None:  # bytes that happen to be a message must be exactly that message
+        msg = p.decode(frames)
+        assert p.encode(msg)[0] == cbor2.dumps(cbor2.loads(frames[0]))
+    else:
+        assert err.req is None or 0 <= err.req <= p.MAX_REQ_ID
+
+
+def test_a_bug_of_ours_in_decoding_is_not_the_peers_fault(monkeypatch: pytest.MonkeyPatch) -> None:
+    """h11's split: a check that crashes is our bug (DecoderBug, cause kept), not bad-request."""
+    frames = p.encode(p.Ping(req=7))
+
+    def broken(v: object) -> int:
+        raise TypeError("a bug in a check")
+
+    monkeypatch.setitem(p.Pong.SCHEMA, "files", broken)
+    monkeypatch.setattr(p.Ping, "SCHEMA", {"x": broken})
+    monkeypatch.setattr(p.Ping, "DEFAULTS", {"x": 0})
+    with pytest.raises(p.DecoderBug) as caught:
+        p.decode(frames)
+    assert caught.value.req == 7 and isinstance(caught.value.__cause__, TypeError)
+    assert not isinstance(caught.value, p.ProtocolError)
 
 
 cbor_values = st.recursive(
@@ -285,8 +308,11 @@ def test_wrong_field_types_are_rejected(msg: p.Message, data: st.DataObject) -> 
     body[key] = bad
     frames = [cbor2.dumps(body)] + ([b"x"] if isinstance(msg, p.Chunks) else [])
     err = _decode_only_protocol_errors(frames)
-    if err is None:  # the replacement happened to be valid: it must then decode to that value
-        assert p.decode(frames) is not None
+    if err is None:
+        # The replacement happened to be valid: the message now carries exactly that value.
+        assert cbor2.loads(p.encode(p.decode(frames))[0])[key] == bad
+    else:
+        assert err.req in (None, msg.req)  # an error reply never names another request
 
 
 @given(messages, st.integers(-(2**63), 2**64 - 1).filter(lambda v: v != p.PROTOCOL_VERSION))

@@ -9,7 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from zwalk.core import protocol as p
-from zwalk.core.transfer import MIN_RATE, STALL_FACTOR, ChunkScheduler, Request
+from zwalk.core.sources import MIN_RATE, STALL_FACTOR, Request
+from zwalk.core.transfer import ChunkScheduler
 
 CS = p.MIN_CHUNK_SIZE
 FRAME = 4 * CS  # four chunks a frame in these tests

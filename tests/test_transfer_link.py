@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from linksim import Link, Net, file_info, mbit
 
-from zwalk.core.transfer import DEFAULTS, STALL_FACTOR
+from zwalk.core.sources import DEFAULTS, STALL_FACTOR
 
 MIB = 1 << 20
 CHUNK = MIB

@@ -95,7 +95,7 @@ def test_want_many_collects_holders_and_dedups_by_content_id() -> None:
 
 from zwalk.core.fields import EndReason, Strategy  # noqa: E402
 from zwalk.core.searches import FloodSearch, KWalkSearch  # noqa: E402
-from zwalk.core.walk import CheckBack, Ended, Forward, Relay, Walk  # noqa: E402
+from zwalk.core.walk import HANDOVER_TRIES, CheckBack, Ended, Forward, Relay, RelayStep, Walk  # noqa: E402
 
 QID = b"q" * 16
 
@@ -269,3 +269,53 @@ def test_a_search_for_every_hit_ends_a_while_after_the_first_even_with_walkers_o
     w = plain.start(0)[0]
     plain.on_hits(w.walk, w.to, [hit(CID_A)], 0.2)
     assert not plain.done(5.0)
+
+
+# --- the relay step: what the node's walk shell and walksim both drive ----------------------
+
+
+def test_relay_step_checks_back_then_stops_when_the_searcher_says_so() -> None:
+    due: Walk[str] = Walk(QID, Strategy.KWALK, 0, 5, 4, ("s", "a", "b", "x"), check_every=4)
+    step = RelayStep(Relay("x"), due, random.Random(0), sender="b")
+    assert step.first  # the index is checked the first time only
+    assert step.start(["b", "y"], found_here=False) == [CheckBack(due)]
+    assert step.on_check(False) == [Ended(due, EndReason.STOPPED)]
+
+
+def test_relay_step_goes_on_away_from_what_the_searcher_names() -> None:
+    due: Walk[str] = Walk(QID, Strategy.KWALK, 0, 5, 4, ("s", "a", "b", "x"), check_every=4)
+    step = RelayStep(Relay("x"), due, random.Random(0), sender="b")
+    step.start(["b", "y", "z"], found_here=False)
+    [fwd] = step.on_check(True, avoid=("y",))  # another walker was at y
+    assert isinstance(fwd, Forward) and fwd.to == "z"
+    assert fwd.walk.path == ("s", "a", "b", "x", "y", "z") and fwd.walk.hops == 5
+    assert not RelayStep(step.relay, due, random.Random(0), sender="b").first  # seen at x
+
+
+def test_relay_step_retries_another_neighbour_then_ends_at_a_dead_end() -> None:
+    w: Walk[str] = Walk(QID, Strategy.KWALK, 0, 9, 1, ("s", "a"), check_every=0)
+    nbrs = ["b", "c", "d", "e", "f", "g"]
+    step = RelayStep(Relay("a"), w, random.Random(1), sender="s")
+    [fwd] = step.start(nbrs, found_here=False)
+    tried = [fwd.to]
+    for _ in range(HANDOVER_TRIES):  # each refused hand-over: the next neighbour
+        [fwd] = step.on_refused(tried[-1])
+        assert isinstance(fwd, Forward) and fwd.to not in tried
+        tried.append(fwd.to)
+    assert step.on_refused(tried[-1]) == [Ended(w, EndReason.DEAD_END)]
+    assert len(tried) == HANDOVER_TRIES + 1
+
+
+def test_relay_step_ends_where_a_hit_is_found_when_one_is_wanted() -> None:
+    w: Walk[str] = Walk(QID, Strategy.KWALK, 0, 9, 1, ("s", "a"), stop_on_hit=True)
+    step = RelayStep(Relay("a"), w, random.Random(1), sender="s")
+    assert step.start(["b"], found_here=True) == [Ended(w, EndReason.FOUND)]
+
+
+def test_relay_step_floods_every_neighbour_once() -> None:
+    w: Walk[str] = Walk(QID, Strategy.FLOOD, 0, 2, 1, ("s",))
+    relay: Relay[str] = Relay("a")
+    step = RelayStep(relay, w, random.Random(1), sender="s")
+    assert sorted(f.to for f in step.start(["s", "b", "c"], found_here=False)) == ["b", "c"]
+    dup = RelayStep(relay, w, random.Random(1), sender="b")
+    assert not dup.first and dup.start(["s", "b", "c"], found_here=False) == []

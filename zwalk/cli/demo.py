@@ -158,7 +158,7 @@ async def _run_demo(
     hit = ranked[0]
     say(f"  found {hit.name} ({mib(hit.size)}) {p.cid_to_text(hit.cid)}")
     started = time.monotonic()
-    result = await download(
+    got = await download(
         list(hit.holders),
         cid=hit.cid,
         name=hit.name,
@@ -168,10 +168,10 @@ async def _run_demo(
     )
     seconds = time.monotonic() - started
     source = shares[-1] / target
-    same = file_blake3(result.path) == file_blake3(source)
-    rate = result.size / seconds if seconds else 0.0
+    same = file_blake3(got.path) == file_blake3(source)
+    rate = got.size / seconds if seconds else 0.0
     say(
-        f"  downloaded {result.path.name}: {mib(result.size)} in {seconds:.2f} s "
+        f"  downloaded {got.path.name}: {mib(got.size)} in {seconds:.2f} s "
         f"({mib_per_s(rate)}), every chunk and the whole file verified with BLAKE3"
     )
     say(f"  byte-identical to the source: {'yes' if same else 'NO'}")

@@ -144,20 +144,20 @@ def _bad_name_char(c: str) -> bool:
 def file_name(v: Any) -> str:
     """A bare file name: one path component, no control characters. Names that a platform
     cannot store (such as `a:b` on Windows) are mapped to a local name by the downloader."""
-    v = text(MAX_NAME_BYTES, min_chars=1)(v)
-    if v in (".", "..") or any(_bad_name_char(c) for c in v):
+    name: str = text(MAX_NAME_BYTES, min_chars=1)(v)
+    if name in (".", "..") or any(_bad_name_char(c) for c in name):
         raise _fail("file name must be a single path component without control characters")
-    return v
+    return name
 
 
 def rel_path(v: Any) -> str:
     """A relative POSIX path, informational only: it is shown, never used to write."""
-    v = text(MAX_PATH_BYTES, min_chars=1)(v)
-    if v.startswith("/") or "\\" in v or any(ord(c) < 0x20 or c == "\x7f" for c in v):
+    path: str = text(MAX_PATH_BYTES, min_chars=1)(v)
+    if path.startswith("/") or "\\" in path or any(ord(c) < 0x20 or c == "\x7f" for c in path):
         raise _fail("path must be relative, '/'-separated, without control characters")
-    if any(part in ("", ".", "..") for part in v.split("/")):
+    if any(part in ("", ".", "..") for part in path.split("/")):
         raise _fail("path must not contain empty, '.' or '..' components")
-    return v
+    return path
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -18,90 +18,11 @@
 # `max_total` whatever the file's size.
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import Hashable, Iterable
-from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from collections.abc import Iterable
+from typing import Generic
 
 from zwalk.core import protocol as p
-
-S = TypeVar("S", bound=Hashable)  # how the shell names a source
-
-MIB = 1 << 20
-MIN_RATE = 125_000  # bytes/s (1 Mbit/s): what a deadline assumes before a rate is measured
-STALL_FACTOR = 8.0  # a frame may take this many times what the rate predicts
-RATE_SAMPLES = 16  # delivery-rate samples kept per source (the estimate is their maximum) ...
-RATE_HORIZON = 2.0  # ... from at most this many seconds back (older ones are forgotten)
-GAP_SHARE = 1 / 16  # pipeline a second frame when the round trip costs more than this share
-
-
-@dataclass(frozen=True, slots=True)
-class TransferOptions:
-    frame_bytes: int = 4 * MIB  # the largest frame (whole chunks); slow links get smaller ones
-    window: int = 2 * MIB  # bytes in flight per source until its rate is measured
-    max_window: int = 64 * MIB
-    max_total: int = 96 * MIB  # bytes outstanding over all sources: bounds the memory used
-    queue_target: float = 0.25  # seconds of a source's rate in flight beyond its round trip
-    stall_grace: float = 2.0  # seconds a source may be late beyond what its rate predicts
-    info_timeout: float = 2.0
-    workers: int = 2  # threads that verify and write
-
-
-DEFAULTS = TransferOptions()  # the one place the defaults are written (config.py reads them)
-
-
-@dataclass(frozen=True, slots=True)
-class Request(Generic[S]):
-    source: S
-    index: int  # first chunk
-    count: int  # consecutive chunks, one frame
-    duplicate: bool = False  # end-game: the same chunks are out to another source too
-    serial: int = 0  # tells this request from an earlier one for the same chunks
-
-
-@dataclass(slots=True)
-class Outstanding:
-    index: int
-    count: int
-    nbytes: int
-    sent: float
-    duplicate: bool
-    serial: int
-    delivered: int  # the source's delivered bytes when this was sent (for the rate sample) ...
-    delivered_at: float  # ... and when those had arrived
-    arrived: bool = False  # the reply is here and waits to be verified and written
-
-
-@dataclass(slots=True)
-class SourceState:
-    window: int  # bytes this source may have on their way
-    frame_chunks: int  # chunks asked of it in one frame
-    outstanding: dict[int, Outstanding] = field(default_factory=dict)  # first chunk -> frame
-    good: int = 0  # chunks this source delivered first
-    bytes: int = 0
-    rate: float | None = None  # bytes/s it delivers, once measured
-    rtt: float | None = None  # least round trip of a small request to it
-    delivered: int = 0  # payload bytes that arrived from it
-    delivered_at: float = 0.0  # when the last of them arrived (or its pipe started again)
-    rate_samples: deque[tuple[float, float]] = field(default_factory=deque)  # (when, bytes/s)
-    failures: int = 0  # failures in a row (timeouts, errors); a good frame resets them
-    retry_at: float = 0.0  # no requests before this time (backing off after a failure)
-    excluded: str | None = None  # why this source gets no more work
-
-    @property
-    def in_flight(self) -> int:
-        """Bytes asked of it that have not arrived yet."""
-        return sum(o.nbytes for o in self.outstanding.values() if not o.arrived)
-
-    @property
-    def held(self) -> int:
-        """Bytes asked of it that are not yet verified and written (in flight or arrived)."""
-        return sum(o.nbytes for o in self.outstanding.values())
-
-    def head(self) -> Outstanding | None:
-        """The oldest frame still on its way: a source answers in order."""
-        waiting = [o for o in self.outstanding.values() if not o.arrived]
-        return min(waiting, key=lambda o: o.serial) if waiting else None
+from zwalk.core.sources import DEFAULTS, Outstanding, Request, S, SourceState
 
 
 class ChunkScheduler(Generic[S]):
@@ -313,21 +234,11 @@ class ChunkScheduler(Generic[S]):
                 break
         return out
 
-    def _deadline(self, st: SourceState) -> float | None:
-        """When the source's oldest frame on its way is late: its bytes at the measured rate
-        (or MIN_RATE before there is one), from when the source could start on it."""
-        head = st.head()
-        if head is None:
-            return None
-        start = max(head.sent, st.delivered_at)
-        expected = (st.rtt or 0.0) + head.nbytes / (st.rate or MIN_RATE)
-        return start + STALL_FACTOR * expected + self.stall_grace
-
     def overdue(self, now: float) -> list[Request[S]]:
         """The oldest frame of each source that is late (the frames behind it wait on it)."""
         out = []
         for s, st in self.sources.items():
-            due = self._deadline(st)
+            due = st.deadline(self.stall_grace)
             head = st.head()
             if due is not None and head is not None and now >= due:
                 out.append(Request(s, head.index, head.count, head.duplicate, head.serial))
@@ -335,7 +246,9 @@ class ChunkScheduler(Generic[S]):
 
     def next_deadline(self) -> float | None:
         """When something is next due: a source's deadline, or a source's retry."""
-        times = [d for st in self.sources.values() if (d := self._deadline(st)) is not None]
+        times = [
+            d for st in self.sources.values() if (d := st.deadline(self.stall_grace)) is not None
+        ]
         times += [
             st.retry_at
             for st in self.sources.values()
@@ -370,7 +283,7 @@ class ChunkScheduler(Generic[S]):
         st.delivered += o.nbytes
         interval = now - o.delivered_at
         if interval > 0 and o.count >= st.frame_chunks:  # a short frame says little
-            self._rate_sample(st, now, (st.delivered - o.delivered) / interval)
+            st.sample_rate(now, (st.delivered - o.delivered) / interval)
         st.delivered_at = now
         self._fit(st)
 
@@ -383,30 +296,8 @@ class ChunkScheduler(Generic[S]):
         if st is not None and st.in_flight:
             st.delivered_at = now
 
-    def _rate_sample(self, st: SourceState, now: float, rate: float) -> None:
-        samples = st.rate_samples
-        samples.append((now, rate))
-        while len(samples) > RATE_SAMPLES or (
-            len(samples) > 2 and samples[0][0] < now - RATE_HORIZON
-        ):
-            samples.popleft()
-        st.rate = max(r for _, r in samples)
-
     def _fit(self, st: SourceState) -> None:
-        """Frame and window from the source's rate: a frame takes about half the queue target,
-        the window holds a frame, the round trip and the queue target."""
-        if not st.rate:
-            return
-        cs = self.info.chunk_size
-        rtt = st.rtt or 0.0
-        st.frame_chunks = max(
-            1, min(self.max_frame_chunks, int(st.rate * self.queue_target / 2) // cs)
-        )
-        frame = st.frame_chunks * cs
-        window = frame + st.rate * (rtt + self.queue_target)
-        if st.rate * rtt > GAP_SHARE * frame:
-            window = max(window, 2 * frame)  # long round trip: keep the next frame coming
-        st.window = int(min(self.max_window, max(frame, window)))
+        st.fit(self.info.chunk_size, self.max_frame_chunks, self.max_window, self.queue_target)
 
     def accepts(self, source: S, index: int, serial: int | None = None) -> bool:
         """Whether an answer from this source for the frame at `index` is still awaited."""

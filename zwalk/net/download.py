@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import TypeVar
 
 from zwalk.core import protocol as p
-from zwalk.core.transfer import ChunkScheduler, Request, TransferOptions
+from zwalk.core.sources import Request, TransferOptions
+from zwalk.core.transfer import ChunkScheduler
 from zwalk.core.units import mib
 from zwalk.net.buffers import keep_freed_frames
 from zwalk.net.links import PeerError, PeerLink
@@ -339,12 +340,12 @@ async def _run(
             # sending what it was asked, and each of its replies proves it is delivering.
             sched.on_stale_arrival(req.source, loop.time())
             todo = [i for i in everything if i not in sched.done_chunks]
-            usable = isinstance(reply, p.Chunks) and (reply.cid, reply.index, reply.count) == (
-                cid,
-                req.index,
-                req.count,
-            )
-            if not todo or not usable or len(reply.payload) != length:
+            if (
+                not todo
+                or not isinstance(reply, p.Chunks)
+                or (reply.cid, reply.index, reply.count) != (cid, req.index, req.count)
+                or len(reply.payload) != length
+            ):
                 return None
         if not isinstance(reply, p.Chunks) or (reply.cid, reply.index, reply.count) != (
             cid,

@@ -13,6 +13,7 @@ from zwalk.core.query import Query
 from zwalk.core.responder import ShareIndex
 from zwalk.core.search_options import SearchOptions
 from zwalk.core.searches import FloodSearch, KWalkSearch
+from zwalk.net.links import PeerLink
 from zwalk.net.peers import PeerTable
 from zwalk.net.probe import probe
 from zwalk.net.walks import WalkService
@@ -39,7 +40,7 @@ class FindResult:
                 name=f.name,
                 size=f.size,
                 cid=f.cid,
-                holders=f.holders[: p.MAX_FOUND_HOLDERS],
+                holders=f.holders[: p.MAX_HOLDERS],
                 mtime_ms=f.mtime_ms,
             )
             for f in self.found[: p.MAX_FOUND]
@@ -99,7 +100,7 @@ async def run_find(walks: WalkService, query: Query, opts: SearchOptions) -> Fin
         opts.strategy, known=len(peers.neighbours()), local=local_hits(walks.shares.index, query)
     )
     if opts.strategy is Strategy.PROBE:
-        ps: ProbeSearch = await probe(
+        ps: ProbeSearch[PeerLink] = await probe(
             peers.alive_links(),
             query,
             timeout=opts.timeout,
@@ -140,13 +141,13 @@ async def run_find(walks: WalkService, query: Query, opts: SearchOptions) -> Fin
         ]
     else:
         s: KWalkSearch[bytes] | FloodSearch[bytes] = await walks.search(query, opts)
-        for f in s.ranked():
+        for w in s.ranked():
             holders = tuple(
-                _holder(peers, peer, path) for peer, path in list(f.holders.items())[: p.MAX_GOSSIP]
+                _holder(peers, peer, path) for peer, path in list(w.holders.items())[: p.MAX_GOSSIP]
             )
             result.found.append(
                 p.FoundFile(
-                    name=f.name, size=f.size, cid=f.cid, holders=holders, mtime_ms=f.mtime_ms
+                    name=w.name, size=w.size, cid=w.cid, holders=holders, mtime_ms=w.mtime_ms
                 )
             )
         if isinstance(s, KWalkSearch):

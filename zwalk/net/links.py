@@ -105,7 +105,7 @@ class PeerLink:
             raise PeerGone("link closed")
         # zmq.asyncio reports a full queue through the returned future, at once.
         sent = self.sock.send_multipart(p.encode(msg), flags=zmq.NOBLOCK, copy=False)
-        if sent.done() and sent.exception() is not None:
+        if isinstance(sent, asyncio.Future) and sent.done() and sent.exception() is not None:
             raise PeerGone("send queue full")
 
     def _bulk_socket(self) -> zmq.asyncio.Socket:

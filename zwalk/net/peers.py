@@ -119,9 +119,9 @@ class PeerTable:
                         self.spawn(self._ping(self.links[ep]))
                 case Disconnect(endpoint=ep, reason=why):
                     log.info("peer %s gone: %s", ep, why)
-                    link = self.links.pop(ep, None)
-                    if link is not None:
-                        link.close()
+                    gone = self.links.pop(ep, None)
+                    if gone is not None:
+                        gone.close()
                     task = self._link_tasks.pop(ep, None)
                     if task is not None:
                         task.cancel()

@@ -93,7 +93,7 @@ class Router:
                 )
                 return
             # The address the connection came from (libzmq's Peer-Address frame property).
-            self.peers.on_hello(msg, frames[1].get("Peer-Address"))
+            self.peers.on_hello(msg, str(frames[1].get("Peer-Address")))
         if not isinstance(msg, p.REQUESTS):
             why = (
                 "control requests go to the control endpoint"
@@ -103,7 +103,7 @@ class Router:
             await reply(self.sock, rid, _bad(msg.req, why))
             return
         if isinstance(msg, p.Hello | p.Ping):  # membership must work however busy we are
-            await reply(self.sock, rid, self.answer(msg, sender))
+            await reply(self.sock, rid, await self.respond(msg, sender))
             return
         if self._request_slots.locked():
             busy = p.Error(req=msg.req, code=p.ErrorCode.BUSY, reason="too many requests")

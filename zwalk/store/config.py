@@ -13,10 +13,10 @@ from typing import Any
 import platformdirs
 
 from zwalk.core import protocol as p
-from zwalk.core import transfer
+from zwalk.core import sources as transfer
 from zwalk.core.addresses import Endpoint
 from zwalk.core.search_options import SEARCH_DEFAULTS
-from zwalk.core.transfer import TransferOptions
+from zwalk.core.sources import TransferOptions
 
 DEFAULT_PORT = 47474
 APP = "zwalk"

@@ -1,0 +1,112 @@
+"""What a node answers, without a socket: the sans-IO responder (zwalk/core/responder.py)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from zwalk.core import protocol as p
+from zwalk.core import responder
+from zwalk.core.query import Query
+
+ME = responder.Me(node=b"n" * 16, name="me", port=4747, inc=b"i" * 8)
+CS = p.MIN_CHUNK_SIZE
+
+
+@dataclass(frozen=True)
+class File:
+    name: str
+    size: int
+    cid: bytes
+    chunk_size: int = CS
+    path: Path = Path("/share/x")
+    mtime_ns: int = 0
+
+    def hit(self) -> p.Hit:
+        return p.Hit(name=self.name, path=self.name, size=self.size, cid=self.cid)
+
+    def info(self, req: int) -> p.FileInfo:
+        n = p.chunk_count(self.size, self.chunk_size)
+        return p.FileInfo(
+            req=req, cid=self.cid, size=self.size, chunk_size=self.chunk_size, hashes=b"h" * 32 * n
+        )
+
+
+class Index:
+    def __init__(self, *files: File) -> None:
+        self.files = files
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def by_cid(self, cid: bytes) -> File | None:
+        return next((f for f in self.files if f.cid == cid), None)
+
+    def search(self, query: Query, limit: int = p.MAX_HITS) -> list[File]:
+        return [f for f in self.files if query.matches(f.name, f.cid)][:limit]
+
+
+BIG = File("big.bin", 10 * p.MAX_PAYLOAD // 4, b"b" * 32, chunk_size=p.MAX_PAYLOAD // 4)
+SMALL = File("small.txt", 3 * CS + 5, b"s" * 32)
+INDEX = Index(BIG, SMALL)
+
+
+def test_hello_and_ping_say_who_we_are_and_what_we_share() -> None:
+    gossip = (p.PeerRef(node=b"g" * 16, name="g", host="10.0.0.2", port=1),)
+    hello = p.Hello(req=3, node=b"x" * 16, name="x", port=1, inc=b"j" * 8)
+    ok = responder.answer(hello, INDEX, ME, gossip)
+    assert ok == p.HelloOk(
+        req=3, node=ME.node, name="me", files=2, port=4747, inc=ME.inc, peers=gossip
+    )
+    assert responder.answer(p.Ping(req=4), INDEX, ME) == p.Pong(req=4, files=2)
+
+
+def test_search_get_info_and_not_found() -> None:
+    search = p.Search(req=5, qid=b"q" * 16, kind=p.QueryKind.GLOB, pattern="*.txt", icase=False)
+    hits = responder.answer(search, INDEX, ME)
+    assert isinstance(hits, p.Hits) and [h.name for h in hits.hits] == ["small.txt"]
+    assert responder.answer(p.GetInfo(req=6, cid=SMALL.cid), INDEX, ME) == SMALL.info(6)
+    missing = responder.answer(p.GetInfo(req=7, cid=b"z" * 32), INDEX, ME)
+    assert isinstance(missing, p.Error) and missing.code is p.ErrorCode.NOT_FOUND
+    assert missing.req == 7 and p.cid_to_text(b"z" * 32) in missing.reason
+
+
+def test_get_chunks_names_the_bytes_to_read() -> None:
+    span = responder.answer(p.GetChunks(req=8, cid=SMALL.cid, index=2, count=2), INDEX, ME)
+    assert isinstance(span, responder.ReadSpan)
+    assert (span.entry, span.offset, span.length) == (SMALL, 2 * CS, CS + 5)  # the short tail
+    reply = span.chunks(b"d" * (CS + 5))
+    assert (reply.req, reply.cid, reply.index, reply.count) == (8, SMALL.cid, 2, 2)
+
+
+@pytest.mark.parametrize(
+    ("index", "count", "code", "reason"),
+    [
+        (3, 2, p.ErrorCode.BAD_REQUEST, "chunk out of range"),  # past the end
+        (4, 1, p.ErrorCode.BAD_REQUEST, "chunk out of range"),
+        (0, 5, p.ErrorCode.TOO_LARGE, "ask for fewer chunks"),  # 5 x 4 MiB > MAX_PAYLOAD
+        (8, 5, p.ErrorCode.BAD_REQUEST, "chunk out of range"),  # both: out of range wins
+    ],
+)
+def test_get_chunks_out_of_range_or_too_large(
+    index: int, count: int, code: p.ErrorCode, reason: str
+) -> None:
+    file = SMALL if count == 2 or index == 4 else BIG
+    err = responder.answer(p.GetChunks(req=9, cid=file.cid, index=index, count=count), INDEX, ME)
+    assert err == p.Error(req=9, code=code, reason=reason)
+
+
+def test_a_failed_read_is_not_found_when_the_file_changed_else_internal() -> None:
+    span = responder.answer(p.GetChunks(req=10, cid=SMALL.cid, index=0), INDEX, ME)
+    assert isinstance(span, responder.ReadSpan)
+    gone = span.unreadable("changed", gone=True)
+    assert gone.code is p.ErrorCode.NOT_FOUND and "small.txt changed since it was" in gone.reason
+    passing = span.unreadable("Input/output error", gone=False)
+    assert passing.code is p.ErrorCode.INTERNAL and "Input/output error" in passing.reason
+
+
+def test_anything_else_is_a_bad_request() -> None:
+    err = responder.answer(p.WalkOk(req=11), INDEX, ME)
+    assert isinstance(err, p.Error) and err.code is p.ErrorCode.BAD_REQUEST and err.req == 11

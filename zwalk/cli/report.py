@@ -1,0 +1,234 @@
+# What `zwalk find` found, fetched and failed, as the JSON document of docs/CLI.md and as text.
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from rich.cells import cell_len
+
+from zwalk.cli.app import App, plural
+from zwalk.cli.render import mib_per_s, pad, peer_label
+from zwalk.core import protocol as p
+from zwalk.core.units import mib
+from zwalk.net.download import DownloadResult
+from zwalk.net.finder import FindResult
+from zwalk.store.downloads import (
+    DownloadError,
+)
+
+log = logging.getLogger(__name__)
+
+
+def _holder_report(h: p.Holder) -> dict[str, Any]:
+    return {"node": h.node.hex(), "name": h.name, "endpoint": f"{h.host}:{h.port}", "path": h.path}
+
+
+def hit_report(f: p.FoundFile) -> dict[str, Any]:
+    return {
+        "name": f.name,
+        "size": f.size,
+        "cid": p.cid_to_text(f.cid),
+        "mtime_ms": f.mtime_ms or None,
+        "holders": [_holder_report(h) for h in f.holders],
+    }
+
+
+def local_report(h: p.LocalHit) -> dict[str, Any]:
+    return {"name": h.name, "size": h.size, "cid": p.cid_to_text(h.cid), "path": h.path}
+
+
+def download_report(
+    f: p.FoundFile, path: Path, got: DownloadResult | None, note: str = ""
+) -> dict[str, Any]:
+    """A finished download; `got` is None when an identical file was there already."""
+    return {
+        "name": f.name,
+        "path": str(path.absolute()),
+        "cid": p.cid_to_text(f.cid),
+        "bytes": f.size,
+        "sources": got.sources if got else [],
+        "excluded": got.excluded if got else {},
+        "seconds": round(got.seconds, 4) if got else 0.0,
+        "already_present": got.already_present if got else True,
+        "fetched_bytes": got.fetched_bytes if got else 0,
+        "resumed_bytes": got.resumed_bytes if got else 0,
+        "received_bytes": got.received_bytes if got else 0,
+        "end_game_requests": got.duplicate_requests if got else 0,
+        "bytes_by_source": got.bytes_by_source if got else {},
+        "note": note,
+    }
+
+
+def failure_report(f: p.FoundFile, e: DownloadError) -> dict[str, Any]:
+    return {
+        "name": f.name,
+        "cid": p.cid_to_text(f.cid),
+        "bytes": f.size,
+        "error": str(e),
+        "part": str(e.part.absolute()) if e.part else None,
+        "kept_bytes": e.kept,
+        "allocated_bytes": e.allocated,
+        "changed": e.changed,
+    }
+
+
+def walk_report(r: FindResult) -> dict[str, Any]:
+    return {
+        "strategy": str(r.strategy),
+        "messages": r.messages,
+        "hops": r.hops,
+        "hops_to_first_hit": r.first_hit_hops,
+        "peers_visited": r.visited,
+        "peers_known": r.known,
+        "coverage": round(min(1.0, r.visited / r.known), 4) if r.known else 0.0,
+        "elapsed_ms": round(r.elapsed * 1000, 3),
+        "trace": [
+            {
+                "node": h.node.hex() if h.node else None,
+                "name": h.name,
+                "latency_ms": round(h.latency_us / 1000, 3),
+                "verdict": h.verdict,
+                "hits": h.hits,
+            }
+            for h in r.trace
+        ],
+    }
+
+
+def render(app: App, r: dict[str, Any], trace: bool) -> None:
+    """Hits on stdout; on stderr the warnings first, the outcome of each download, and (if
+    something failed) one error line last, so a failure is what the user sees at the end."""
+    walk = r["walk"]
+    if trace and walk:
+        for i, hop in enumerate(walk["trace"], 1):
+            who = hop["name"] or (hop["node"] or "?")[:12]
+            app.info(f"hop {i}: {who} {hop['latency_ms']:.1f} ms {hop['verdict']}")
+    shown = {f"{f['name']}: {f['error']}" for f in r["failed"]}  # they get lines of their own
+    if r["status"] == "bad-pick":
+        shown.add(r["errors"][-1])
+    for problem in r["errors"]:
+        if (r["hits"] or r["local"] or walk["peers_known"]) and problem not in shown:
+            app.warn(problem)
+    if not r["hits"] and not r["local"]:
+        app.error(_not_found(r))
+        return
+    _hit_table(app, r)
+    for d in r["downloads"]:
+        app.info(_saved(d))
+    attempted = len(r["downloads"]) + len(r["failed"])
+    if len(r["hits"]) > 1 and attempted == 1:
+        app.info(
+            f"{plural(len(r['hits']) - 1, 'other hit')} listed above: fetch one with --pick N, "
+            "or all of them with --all"
+        )
+    mine = {h["cid"]: h for h in r["local"]}
+    best = (r["hits"] or r["local"])[0]
+    if best["cid"] in mine and not attempted and r["status"] != "bad-pick":
+        app.info(f"you share this already, at {mine[best['cid']]['path']}: nothing to fetch")
+    if r["status"] == "bad-pick":
+        app.error(r["errors"][-1])
+    failed = r["failed"]
+    if len(failed) > 1:
+        for f in failed:
+            app.warn(f"{f['name']}: {f['error']}")
+    if failed:
+        app.error(_failure_line(failed))
+
+
+def _not_found(r: dict[str, Any]) -> str:
+    walk, q = r["walk"], r["query"]
+    if walk["peers_known"] == 0:
+        if r["errors"]:
+            return (
+                "no peer answered; tried: "
+                + "; ".join(r["errors"])
+                + ". Check the address and port, or run `zwalk doctor`"
+            )
+        how = (
+            "the local node knows no live peer"
+            if r.get("peers_via") == "local-node"
+            else "nothing answered on mDNS"
+        )
+        return (
+            f"no peers found ({how}): is `zwalk serve` running on another machine of this "
+            "LAN? Name one with --peer HOST[:PORT], or run `zwalk doctor`"
+        )
+    asked = f"{walk['peers_visited']} of {plural(walk['peers_known'], 'peer')}"
+    hints = []
+    if q["kind"] != "cid" and not q["ignore_case"]:
+        hints.append("names match case-sensitively: try -i")
+    if q["kind"] == "name":
+        hints.append(f"or a glob such as '*{q['pattern']}*'")
+    hints.append("hidden files (a name starting with '.') and .part files are never shared")
+    return f"not found: {q['text']!r} (asked {asked} in {walk['elapsed_ms']:.0f} ms). " + "; ".join(
+        hints
+    )
+
+
+def _hit_table(app: App, r: dict[str, Any]) -> None:
+    """Plain aligned columns, never truncated: content ids must survive copy-paste and pipes.
+    Numbered when there is a choice (for --pick)."""
+    mine = {h["cid"]: h for h in r["local"]}
+    rows = []
+    for h in r["hits"]:
+        holders = ", ".join(
+            peer_label(x["name"], bytes.fromhex(x["node"]), x["endpoint"]) for x in h["holders"]
+        )
+        if h["cid"] in mine:
+            holders += ", and this node"
+        rows.append((h["name"], mib(h["size"]), h["cid"], holders))
+    seen = {h["cid"] for h in r["hits"]}
+    for h in r["local"]:
+        if h["cid"] not in seen:
+            rows.append((h["name"], mib(h["size"]), h["cid"], f"this node, at {h['path']}"))
+    picks = len(r["hits"])  # --pick numbers: the hits from peers; this node's own come after
+    numbered = picks > 1
+    wn = max(cell_len(x[0]) for x in rows)
+    ws = max(len(x[1]) for x in rows)
+    for i, (name, size, cid, holders) in enumerate(rows, 1):
+        width = len(str(picks))
+        number = (f"{i:>{width}}  " if i <= picks else " " * (width + 2)) if numbered else ""
+        app.out.print(
+            f"{number}{pad(name, wn)}  {size:>{ws}}  {cid}  {holders}",
+            highlight=False,
+            markup=False,
+        )
+
+
+def _saved(d: dict[str, Any]) -> str:
+    if d["already_present"] and not d["fetched_bytes"]:
+        return f"already here: {d['path']} ({mib(d['bytes'])}, same content id); nothing fetched"
+    # the rate of what came over the network this time, not of what a resume found
+    rate = d["fetched_bytes"] / d["seconds"] if d["seconds"] > 0 else 0.0
+    resumed = (
+        f", {mib(d['resumed_bytes'])} of it kept from an earlier attempt"
+        if d["resumed_bytes"]
+        else ""
+    )
+    who = ", ".join(s.split(" at ")[0] for s in d["sources"]) or "?"
+    note = f" ({d['note']})" if d["note"] else ""
+    return (
+        f"saved {d['path']} ({mib(d['bytes'])}, verified{resumed}) from {who} in "
+        f"{d['seconds']:.1f} s, {mib_per_s(rate)}{note}"
+    )
+
+
+def _failure_line(failed: list[dict[str, Any]]) -> str:
+    """One line: what failed, why (each source named once), what is kept, how to go on."""
+    if len(failed) > 1:
+        names = ", ".join(f["name"] for f in failed)
+        return f"{len(failed)} downloads failed ({names}); run the same find again to resume them"
+    f = failed[0]
+    line = f"{f['name']} was not downloaded: {f['error']}."
+    if f["part"] and f["kept_bytes"]:
+        line += (
+            f" {mib(f['kept_bytes'])} of {mib(f['bytes'])} verified and kept in {f['part']}"
+            f" ({mib(f['allocated_bytes'])} on disk); run the same find again to resume."
+        )
+    elif f["part"]:
+        line += (
+            f" {f['part']} holds nothing verified yet but takes {mib(f['allocated_bytes'])} on"
+            " disk; run the same find again to retry, or remove it."
+        )
+    return line
