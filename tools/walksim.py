@@ -1,13 +1,14 @@
 #!/usr/bin/env python3
-"""Search simulator: the node's own walk policy (zwalk/walk.py) over synthetic graphs, no sockets.
+"""Search simulator: the node's own walk policy (zwalk/core/) over synthetic graphs, no sockets.
 
-Every node runs a `Relay`; the searcher runs a `KWalkSearch`, `FloodSearch` or `ProbeSearch`.
-This script only plays the network, as zwalk/walkshell.py does over sockets: it delivers each
-query copy one hop after it was sent (a simulated clock, one unit per hop), answers a check-back
-from the searcher once the tick's other copies have arrived (so a hit found at the same hop counts;
-the answer names the nodes other walkers visited, `avoid_for`), tells the searcher about hits and
-ended walkers at once, keeps a walk's path to MAX_PATH node ids as the wire does,
-and counts messages the same way for every strategy:
+Every node runs a `Relay`, and each copy that reaches a node a `RelayStep` (the same object the
+live node drives, zwalk/core/walk.py); the searcher runs a `KWalkSearch`, `FloodSearch` or
+`ProbeSearch`. This script only plays the network, as zwalk/net/walks.py does over sockets: it
+delivers each query copy one hop after it was sent (a simulated clock, one unit per hop), answers
+a check-back from the searcher once the tick's other copies have arrived (so a hit found at the
+same hop counts; the answer names the nodes other walkers visited, `avoid_for`), tells the
+searcher about hits and ended walkers at once, keeps a walk's path to MAX_PATH node ids as the
+wire does, and counts messages the same way for every strategy:
 
   one message   each query copy sent from one node to another (flood duplicates included,
                 although they are dropped on arrival), each check-back, each probe question
@@ -404,7 +405,7 @@ class QueryResult:
 
 def on_the_wire(walk: Walk[int]) -> Walk[int]:
     """A walk message holds at most MAX_PATH node ids: the origin and the latest of the rest,
-    as the node's shell sends them (zwalk/walkshell.py), so a walker forgets its oldest visits."""
+    as the node's shell sends them (zwalk/net/walks.py), so a walker forgets its oldest visits."""
     if len(walk.path) <= p.MAX_PATH:
         return walk
     return replace(walk, path=walk.path[:1] + walk.path[-(p.MAX_PATH - 1) :])

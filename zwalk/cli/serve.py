@@ -78,11 +78,13 @@ async def _serve(app: App, shares: list[Path]) -> None:
     ident = identity.load_or_create(cfg.data_dir)
     node = Node(cfg, ident, shares=shares, discover=True, state_dir=cfg.data_dir)
     main = asyncio.current_task()
-    ready = False
+    ready = stopping = False
 
     def on_signal() -> None:
         # Before the node is up (the first scan can take long), stop at once; after, leave.
-        if not ready and main is not None:
+        nonlocal stopping
+        if not ready and not stopping and main is not None:
+            stopping = True
             main.cancel()
 
     with signals(on_signal) as stop:
@@ -99,7 +101,8 @@ async def _serve(app: App, shares: list[Path]) -> None:
                 app.info(f"listening on {eps}; announced over mDNS on {mdns}; Ctrl-C to leave")
                 await stop.wait()
         except asyncio.CancelledError:
-            if ready:
+            # Only our own cancel ends here (asyncio.timeout's rule): any other goes on.
+            if not stopping or main is None or main.uncancel() > 0:
                 raise
             app.info("stopped while starting")
             return

@@ -76,9 +76,6 @@ class Outcome(Generic[K]):
             return False
         return now >= self.first_hit_at + max(self.linger, self.first_hit_at - self.started)
 
-    def elapsed(self, now: float) -> float:
-        return (self.ended_at if self.ended_at is not None else now) - self.started
-
     def ranked(self) -> list[Found[K]]:
         """Best first: most holders (fastest to fetch), then the newest, then name, then
         content id: the same hits always rank the same."""

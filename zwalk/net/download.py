@@ -1,10 +1,10 @@
-# Fetching one file from its holders: the I/O around the chunk scheduler (partfile.py holds
-# the .part side).
+# Fetching one file from its holders: the I/O around the chunk scheduler (store/partfile.py
+# holds the .part side).
 #
 # Data lands in `<name>.<cid prefix>.part` in the download folder, beside a progress record
-# (`.part.progress`, see resume.py) that also serves as the lock: one process owns a .part at a
-# time, and a second download of the same file at once uses a .part of its own. Every chunk is
-# checked against its BLAKE3 before it is written, and the whole file against the content id
+# (`.part.progress`, see store/resume.py) that also serves as the lock: one process owns a .part
+# at a time, and a second download of the same file at once uses a .part of its own. Every chunk
+# is checked against its BLAKE3 before it is written, and the whole file against the content id
 # before it gets its final name, which is claimed without overwriting anything already there.
 # Hashing and disk writes run in a small thread pool, off the event loop.
 from __future__ import annotations

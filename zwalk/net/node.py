@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
 import os
 import secrets
@@ -26,13 +25,12 @@ import zmq
 import zmq.asyncio
 
 from zwalk.core import protocol as p
-from zwalk.core.addresses import Endpoint
 from zwalk.core.query import Query
 from zwalk.core.search_options import SearchOptions
 from zwalk.net import control
+from zwalk.net.binding import bind_control, bind_router
 from zwalk.net.diagnosis import problems
 from zwalk.net.finder import FindResult, run_find
-from zwalk.net.links import configure
 from zwalk.net.local import LOOPBACK, Local
 from zwalk.net.netif import default_addresses, resolve
 from zwalk.net.peers import BYE_LINGER_MS, PeerTable
@@ -186,36 +184,15 @@ class Node:
         await asyncio.to_thread(self.ctx.destroy, BYE_LINGER_MS)
 
     def _bind(self) -> zmq.asyncio.Socket:
-        router = self.ctx.socket(zmq.ROUTER)
-        self._sockets.append(router)
-        configure(router)
-        router.setsockopt(zmq.ROUTER_MANDATORY, 1)
-        addrs = resolve(self.cfg.interfaces) if self.cfg.interfaces else ["0.0.0.0"]  # noqa: S104
-        port = self.cfg.port
-        for addr in addrs:
-            try:
-                if port == 0:
-                    port = router.bind_to_random_port(f"tcp://{addr}")
-                else:
-                    router.bind(f"tcp://{addr}:{port}")
-            except zmq.ZMQError as e:
-                raise OSError(e.errno, _bind_failure(addr, port, e)) from None
-            self.local.endpoints.append(Endpoint(addr, port))
-        return router
+        sock, endpoints = bind_router(self.ctx, self.cfg)
+        self._sockets.append(sock)
+        self.local.endpoints += endpoints
+        return sock
 
     def _bind_control(self) -> zmq.asyncio.Socket:
         assert self.state_dir is not None  # noqa: S101 -- checked by the caller
-        sock = self.ctx.socket(zmq.ROUTER)
+        sock, self._control_endpoint = bind_control(self.ctx, self.state_dir)
         self._sockets.append(sock)
-        configure(sock)
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        ipc = control.control_endpoint(self.state_dir)
-        if ipc is not None:
-            sock.bind(ipc)
-            self._control_endpoint = ipc
-        else:
-            port = sock.bind_to_random_port(f"tcp://{LOOPBACK}")
-            self._control_endpoint = f"tcp://{LOOPBACK}:{port}"
         return sock
 
     def _write_state(self) -> None:
@@ -246,17 +223,6 @@ class Node:
     def problems(self, within: float = 60.0) -> list[str]:
         """Peers lost or unreachable in the last `within` seconds, as lines for a user."""
         return problems(self.peers.membership, self.peers.now(), within)
-
-
-def _bind_failure(addr: str, port: int, e: zmq.ZMQError) -> str:
-    where = f"cannot listen on {addr}:{port}"
-    if e.errno == zmq.EADDRINUSE:
-        return f"{where}: the port is taken (another zwalk serve? --port 0 picks a free one)"
-    if e.errno == errno.EACCES:
-        return f"{where}: permission denied (ports below 1024 need privileges; use --port 0)"
-    if e.errno == errno.EADDRNOTAVAIL:
-        return f"{where}: {addr} is not an address of this host"
-    return f"{where}: {e.strerror}"
 
 
 async def _guarded(coro: Coroutine[Any, Any, None]) -> None:

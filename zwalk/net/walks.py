@@ -1,6 +1,6 @@
-# The I/O around the walk policy (zwalk/walk.py): relaying query copies that reach this node,
-# and running searches that start here. Decisions stay in the sans-IO Relay and *Search objects;
-# this module only sends what they return and reports back what arrives.
+# The I/O around the walk policy (core/walk.py, core/searches.py): relaying query copies that
+# reach this node, and running searches that start here. Decisions stay in the sans-IO
+# RelayStep and *Search objects; this module only sends what they return and reports back.
 from __future__ import annotations
 
 import asyncio
