@@ -103,3 +103,18 @@ def run_zwalk(*args: str, cwd: Path, timeout: float = 60) -> subprocess.Complete
     return subprocess.run(
         zwalk_cmd(*args), cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False
     )
+
+
+async def find_async(cwd: Path, *args: str) -> tuple[int, str, str]:
+    """`zwalk find ARGS` on 127.0.0.1 from a coroutine (nodes of the test may run in this
+    process's event loop meanwhile): exit status, stdout, stderr."""
+    import asyncio
+
+    proc = await asyncio.create_subprocess_exec(
+        *zwalk_cmd("--interface", LOOPBACK, "find", *args),
+        cwd=cwd,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    return proc.returncode or 0, out.decode(), err.decode()

@@ -10,7 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import blake3
-from procs import LOOPBACK, ServeProcess, run_zwalk, zwalk_cmd
+from procs import LOOPBACK, ServeProcess, find_async, run_zwalk
 
 from zwalk.cli.app import running
 from zwalk.core import protocol as p
@@ -182,17 +182,6 @@ def _node_cfg(tmp: Path, name: str) -> Config:
     )
 
 
-async def _find(tmp: Path, *args: str) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        *zwalk_cmd("--interface", LOOPBACK, "find", *args),
-        cwd=tmp,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
-    return proc.returncode or 0, out.decode(), err.decode()
-
-
 async def test_corrupted_chunk_is_rejected_and_never_written(tmp_path: Path) -> None:
     share = tmp_path / "evil-share"
     share.mkdir()
@@ -200,7 +189,7 @@ async def test_corrupted_chunk_is_rejected_and_never_written(tmp_path: Path) -> 
     (share / "file.bin").write_bytes(data)
     evil = CorruptingNode(_node_cfg(tmp_path, "evil"), identity.ephemeral(), shares=[share])
     async with running(evil):
-        code, out, err = await _find(
+        code, out, err = await find_async(
             tmp_path, "file.bin", "--peer", str(evil.local.endpoints[0]), "--out", "dl", "--json"
         )
     assert code == 3, err
@@ -236,7 +225,7 @@ async def test_corrupting_source_is_excluded_and_the_honest_one_completes(tmp_pa
         nodes.append(cls(_node_cfg(tmp_path, name), identity.ephemeral(), shares=[share]))
     async with running(nodes[0]), running(nodes[1]):
         peers = [a for n in nodes for a in ("--peer", str(n.local.endpoints[0]))]
-        code, out, err = await _find(
+        code, out, err = await find_async(
             tmp_path, "file.bin", "--all", *peers, *_small_frames(tmp_path), "--out", "dl", "--json"
         )
     assert code == 0, err
@@ -397,7 +386,7 @@ async def test_a_lying_hash_list_never_gets_its_data_placed(tmp_path: Path) -> N
     data = os.urandom(10 * p.MIN_CHUNK_SIZE + 5)
     [liar] = await _lab_of(tmp_path, data, [("liar", LyingNode)])
     async with running(liar):
-        code, out, err = await _find(
+        code, out, err = await find_async(
             tmp_path, "file.bin", "--peer", str(liar.local.endpoints[0]), "--out", "dl", "--json"
         )
     assert code == 3, err
@@ -412,7 +401,9 @@ async def test_the_largest_group_lies_and_the_honest_holder_still_delivers(tmp_p
     nodes = await _lab_of(tmp_path, data, kinds)
     async with running(nodes[0]), running(nodes[1]), running(nodes[2]):
         peers = [a for n in nodes for a in ("--peer", str(n.local.endpoints[0]))]
-        code, out, err = await _find(tmp_path, "file.bin", "--all", *peers, "--out", "dl", "--json")
+        code, out, err = await find_async(
+            tmp_path, "file.bin", "--all", *peers, "--out", "dl", "--json"
+        )
     assert code == 0, err
     assert (tmp_path / "dl" / "file.bin").read_bytes() == data
     d = json.loads(out)["download"]

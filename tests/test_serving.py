@@ -19,7 +19,7 @@ import cbor2
 import pytest
 import zmq
 import zmq.asyncio
-from procs import LOOPBACK, zwalk_cmd
+from procs import LOOPBACK, find_async
 
 from zwalk.cli.app import running
 from zwalk.core import protocol as p
@@ -258,17 +258,6 @@ class TruncatingNode(Node):
     Router = TruncatingRouter
 
 
-async def _find(tmp: Path, *args: str) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        *zwalk_cmd("--interface", LOOPBACK, "find", *args),
-        cwd=tmp,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
-    return proc.returncode or 0, out.decode(), err.decode()
-
-
 async def test_a_source_sending_short_frames_is_dropped_and_the_other_delivers(
     tmp_path: Path,
 ) -> None:
@@ -278,7 +267,7 @@ async def test_a_source_sending_short_frames_is_dropped_and_the_other_delivers(
     ini = tmp_path / "small-frames.ini"
     ini.write_text("[transfer]\nframe_size = 65536\nwindow = 131072\nmax_window = 262144\n")
     async with running(short):
-        alone, out, err = await _find(
+        alone, out, err = await find_async(
             tmp_path, "file.bin", "--peer", str(short.local.endpoints[0]), "--out", "dl2", "--json"
         )
     assert alone == 3, err  # found, but nothing it sends can be kept
@@ -287,7 +276,7 @@ async def test_a_source_sending_short_frames_is_dropped_and_the_other_delivers(
     short = _node(tmp_path, "short2", {"file.bin": data}, TruncatingNode)
     async with running(short), running(honest):
         peers = [a for n in (short, honest) for a in ("--peer", str(n.local.endpoints[0]))]
-        code, out, err = await _find(
+        code, out, err = await find_async(
             tmp_path, "file.bin", "--all", *peers, "--config", str(ini), "--out", "dl", "--json"
         )
     assert code == 0, err
