@@ -25,7 +25,7 @@ from zwalk.cli.main import (
     global_options,
     make_app,
 )
-from zwalk.cli.report import hit_report, local_report, render, walk_report
+from zwalk.cli.report import hit_report, local_report, render_find, walk_report
 from zwalk.cli.searching import options, search
 from zwalk.core import protocol as p
 from zwalk.core.fields import Strategy
@@ -157,7 +157,7 @@ def find(
     if as_json:
         click.echo(json.dumps(report, indent=2))
     else:
-        render(app, report, trace)
+        render_find(app, report, trace)
     ctx.exit(code)
 
 
