@@ -22,7 +22,10 @@ from zwalk.core.fields import (
     uint,
 )
 from zwalk.core.limits import (
+    MAX_CONTROL_HEADER,
+    MAX_CONTROL_ITEMS,
     MAX_HEADER,
+    MAX_ITEMS,
     MAX_REQ_ID,
     PROTOCOL_VERSION,
 )
@@ -77,6 +80,7 @@ MESSAGE_TYPES: dict[str, type[Message]] = {
 REQUESTS = (Hello, Ping, Search, Walk, WalkCheck, GetInfo, GetChunks)  # a peer may ask these
 NOTIFICATIONS = (Bye, WalkHits, WalkEnd)  # a peer may send these without expecting a reply
 CONTROL_REQUESTS = (Status, Find)  # what the local control endpoint answers
+CONTROL_MESSAGES = (Status, StatusOk, Find, FindOk)  # they may use MAX_CONTROL_HEADER
 
 
 # --- encoding -------------------------------------------------------------------------------
@@ -93,22 +97,25 @@ class DecoderBug(Exception):
 def encode(msg: Message) -> list[bytes | memoryview]:
     """The frames to send for `msg`: a CBOR header, plus the raw payload for chunk data."""
     header = cbor2.dumps(msg.to_wire())
-    if len(header) > MAX_HEADER:
+    if len(header) > (MAX_CONTROL_HEADER if isinstance(msg, CONTROL_MESSAGES) else MAX_HEADER):
         raise ProtocolError("message header too large", ErrorCode.TOO_LARGE)
     if isinstance(msg, Chunks):
         return [header, msg.payload]
     return [header]
 
 
-def check_wellformed(data: bytes, max_depth: int = 8) -> None:
+def check_wellformed(data: bytes, max_depth: int = 8, max_items: int = MAX_ITEMS) -> None:
     """Walk the CBOR item structure without building it (RFC 8949 section 3).
 
     Accepts exactly one item using only what this protocol uses: integers, byte and text strings,
     arrays, maps, false, true and null, all definite-length, nested at most `max_depth` deep.
     Tags, floats, other simple values, indefinite lengths and trailing bytes are refused here, so
-    cbor2 never runs one of its tag decoders on peer input."""
+    cbor2 never runs one of its tag decoders on peer input. The containers may declare at most
+    `max_items` items in all: a header of millions of tiny items is refused at the first
+    container that declares too many, before any of them is read or built."""
     pos, end = 0, len(data)
     pending = [1]  # items still to read at each open level
+    declared = 1
     while pending:
         if pending[-1] == 0:
             pending.pop()
@@ -143,6 +150,9 @@ def check_wellformed(data: bytes, max_depth: int = 8) -> None:
         if major == 6:
             raise ProtocolError("CBOR tags are not part of this protocol")
         items = arg if major == 4 else 2 * arg
+        declared += items
+        if declared > max_items:
+            raise ProtocolError(f"more than {max_items} CBOR items", ErrorCode.TOO_LARGE)
         if items > end - pos:  # every item takes at least one byte
             raise ProtocolError("CBOR container larger than the message")
         pending.append(items)
@@ -152,15 +162,17 @@ def check_wellformed(data: bytes, max_depth: int = 8) -> None:
         raise ProtocolError("bytes after the CBOR message")
 
 
-def decode(frames: Sequence[bytes | memoryview]) -> Message:
-    """Parse the frames of one message from a peer. Raises only ProtocolError."""
+def decode(frames: Sequence[bytes | memoryview], *, control: bool = False) -> Message:
+    """Parse the frames of one message from a peer (`control`: from the local control endpoint
+    or its client, which allow the larger status and find reports). Raises ProtocolError for
+    anything the sender got wrong, DecoderBug for a bug of ours."""
     if not 1 <= len(frames) <= 2:
         raise ProtocolError(f"expected 1 or 2 frames, got {len(frames)}")
     header = frames[0]
-    if len(header) > MAX_HEADER:
+    if len(header) > (MAX_CONTROL_HEADER if control else MAX_HEADER):
         raise ProtocolError("message header too large", ErrorCode.TOO_LARGE)
     data = bytes(header)
-    check_wellformed(data)
+    check_wellformed(data, max_items=MAX_CONTROL_ITEMS if control else MAX_ITEMS)
     try:
         body = cbor2.loads(data, max_depth=8, allow_indefinite=False, allow_duplicate_keys=False)
     except Exception as e:  # cbor2 raises several types on malformed input; all mean the same

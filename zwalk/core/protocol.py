@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from zwalk.core.codec import (
+    CONTROL_MESSAGES,
     CONTROL_REQUESTS,
     MESSAGE_TYPES,
     NOTIFICATIONS,
@@ -61,6 +62,8 @@ from zwalk.core.limits import (
     INC_BYTES,
     MAX_CHUNK_SIZE,
     MAX_CHUNKS,
+    MAX_CONTROL_HEADER,
+    MAX_CONTROL_ITEMS,
     MAX_COUNT,
     MAX_DETAIL_BYTES,
     MAX_FAILURES,
@@ -72,6 +75,7 @@ from zwalk.core.limits import (
     MAX_HITS,
     MAX_HOLDERS,
     MAX_HOST_BYTES,
+    MAX_ITEMS,
     MAX_LOCAL_HITS,
     MAX_MEMBERS,
     MAX_NAME_BYTES,
@@ -89,6 +93,7 @@ from zwalk.core.limits import (
     MAX_WALKERS,
     MIN_CHUNK_SIZE,
     PROTOCOL_VERSION,
+    ROUTER_QUEUE,
     THIS_NETWORK,
     TOKEN_BYTES,
 )
@@ -122,6 +127,10 @@ __all__ = [
     "ID_BYTES",
     "HASH_BYTES",
     "MAX_HEADER",
+    "MAX_ITEMS",
+    "MAX_CONTROL_HEADER",
+    "MAX_CONTROL_ITEMS",
+    "ROUTER_QUEUE",
     "MAX_PAYLOAD",
     "MAX_FRAME",
     "MIN_CHUNK_SIZE",
@@ -217,6 +226,7 @@ __all__ = [
     "REQUESTS",
     "NOTIFICATIONS",
     "CONTROL_REQUESTS",
+    "CONTROL_MESSAGES",
     "DecoderBug",
     "encode",
     "check_wellformed",

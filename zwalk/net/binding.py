@@ -9,6 +9,7 @@ from pathlib import Path
 import zmq
 import zmq.asyncio
 
+from zwalk.core import protocol as p
 from zwalk.core.addresses import Endpoint
 from zwalk.net import control
 from zwalk.net.links import configure
@@ -22,6 +23,11 @@ def bind_router(ctx: zmq.asyncio.Context, cfg: Config) -> tuple[zmq.asyncio.Sock
     router = ctx.socket(zmq.ROUTER)
     configure(router)
     router.setsockopt(zmq.ROUTER_MANDATORY, 1)
+    # Peers send it requests and reports, never chunk data: a frame over MAX_HEADER drops the
+    # connection in libzmq, and each connection queues at most ROUTER_QUEUE messages (then
+    # TCP pushes back), so one peer holds at most ROUTER_QUEUE x MAX_HEADER of our memory.
+    router.setsockopt(zmq.MAXMSGSIZE, p.MAX_HEADER)
+    router.setsockopt(zmq.RCVHWM, p.ROUTER_QUEUE)
     addrs = resolve(cfg.interfaces) if cfg.interfaces else ["0.0.0.0"]  # noqa: S104
     port = cfg.port
     endpoints = []
@@ -45,6 +51,7 @@ def bind_control(ctx: zmq.asyncio.Context, state_dir: Path) -> tuple[zmq.asyncio
     """The control endpoint local commands reach this node on, and its address."""
     sock = ctx.socket(zmq.ROUTER)
     configure(sock)
+    sock.setsockopt(zmq.MAXMSGSIZE, p.MAX_CONTROL_HEADER)
     try:
         state_dir.mkdir(parents=True, exist_ok=True)
         ipc = control.control_endpoint(state_dir)

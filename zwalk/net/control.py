@@ -58,13 +58,13 @@ async def request(local: LocalNode, msg: p.Message, timeout: float) -> p.Message
     ctx = zmq.asyncio.Context.instance()
     sock = ctx.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
-    sock.setsockopt(zmq.MAXMSGSIZE, p.MAX_FRAME)
+    sock.setsockopt(zmq.MAXMSGSIZE, p.MAX_CONTROL_HEADER)
     try:
         sock.connect(local.control)
         await sock.send_multipart(p.encode(msg))
         if not await sock.poll(int(timeout * 1000)):
             return None
-        return p.decode(await sock.recv_multipart())
+        return p.decode(await sock.recv_multipart(), control=True)
     except (zmq.ZMQError, p.ProtocolError):
         return None
     finally:
@@ -88,7 +88,7 @@ class ControlServer:
                 continue
             rid = frames[0].bytes
             try:
-                msg = p.decode([f.buffer for f in frames[1:]])
+                msg = p.decode([f.buffer for f in frames[1:]], control=True)
             except (p.ProtocolError, p.DecoderBug) as e:
                 if isinstance(e, p.DecoderBug):
                     log.exception("cannot decode a control request")
