@@ -213,6 +213,10 @@ class Membership:
                 out += self.on_discovered(node, ep, Source.GOSSIP, f"via {via}", now)
         return out
 
+    def failed_recently(self, endpoint: Endpoint, now: float) -> bool:
+        """Whether the endpoint failed us less than `retry_after` ago (not to be tried again)."""
+        return now - self._failed.get(endpoint, -1e9) < self.retry_after
+
     def _learn(
         self, ep: Endpoint, how: Source, detail: str, now: float, node: bytes | None
     ) -> list[Action]:

@@ -157,17 +157,25 @@ class PeerLink:
                 tg.create_task(self._receive(self._bulk))
 
     async def _receive(self, sock: zmq.asyncio.Socket) -> None:
-        while True:
-            frames = await sock.recv_multipart(copy=False)
+        while not self.closed:
+            try:
+                frames = await sock.recv_multipart(copy=False)
+            except zmq.ZMQError:
+                if self.closed:  # closed under us (the peer left): the loop is over
+                    return
+                raise
             if self._on_reply is not None:
                 self._on_reply(self.endpoint)
             try:
                 msg = p.decode([f.buffer for f in frames])
-            except p.ProtocolError as e:
-                log.warning("malformed reply from %s: %s", self.label, e)
+            except (p.ProtocolError, p.DecoderBug) as e:
+                if isinstance(e, p.DecoderBug):  # ours, not the peer's: with the traceback
+                    log.exception("cannot decode a reply from %s", self.label)
+                else:
+                    log.warning("malformed reply from %s: %s", self.label, e)
                 fut = self._pending.get(e.req) if e.req is not None else None
                 if fut and not fut.done():
-                    fut.set_exception(PeerError(f"malformed reply: {e.reason}"))
+                    fut.set_exception(PeerError(f"malformed reply: {e}"))
                 continue
             fut = self._pending.get(msg.req)
             if fut is None or fut.done():

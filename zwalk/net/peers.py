@@ -28,6 +28,7 @@ from zwalk.store.config import Config
 log = logging.getLogger(__name__)
 
 BYE_LINGER_MS = 200  # how long a closing link may take to deliver our bye
+MAX_UNVERIFIED_PER_HOST = 2  # endpoints of one host met from walk origins, not yet answering
 
 Spawn = Callable[[Coroutine[Any, Any, None]], "asyncio.Task[None] | None"]
 
@@ -286,11 +287,23 @@ class PeerTable:
         return link if link is not None and not link.closed else None
 
     def link_to(self, ref: p.PeerRef) -> PeerLink | None:
-        """A link to a node named in a message (a searcher we had not met): meet it."""
+        """A link to a node named in a message (a searcher we had not met): meet it. Not an
+        endpoint that failed us a moment ago, nor one more on a host where MAX_UNVERIFIED_PER_HOST
+        endpoints are still to answer hello: a walk's origin must not turn relays into a
+        connection storm toward a third party."""
         ep = Endpoint(ref.host, ref.port)
-        if not self.reachable(ep):
+        now = self.now()
+        if not self.reachable(ep) or self.membership.failed_recently(ep, now):
             return None
-        self.apply(self.membership.on_discovered(ref.node, ep, Source.INBOUND, "", self.now()))
+        if ep not in self.membership.by_endpoint:
+            waiting = [
+                m
+                for m in self.membership.by_endpoint.values()
+                if m.endpoint.host == ep.host and m.state is not State.ALIVE
+            ]
+            if len(waiting) >= MAX_UNVERIFIED_PER_HOST:
+                return None
+        self.apply(self.membership.on_discovered(ref.node, ep, Source.INBOUND, "", now))
         link = self.links.get(ep)
         return link if link is not None and not link.closed else None
 

@@ -18,6 +18,7 @@ from zwalk.core.query import Query
 from zwalk.core.search_options import SearchOptions
 from zwalk.core.searches import FloodSearch, KWalkSearch
 from zwalk.core.walk import CheckBack, Ended, Forward, Relay, RelayStep, Walk
+from zwalk.net.diagnosis import hello_wait
 from zwalk.net.links import PeerError, PeerLink
 from zwalk.net.local import Local
 from zwalk.net.peers import PeerTable
@@ -114,7 +115,9 @@ class WalkService:
         query = Query(kind=msg.kind, pattern=msg.pattern, icase=msg.icase)
         found = self.shares.index.search(query, limit=p.MAX_HITS) if step.first else []
         if found:
-            self._notify(
+            # Reported before the walk goes on (as a walk that comes back to its searcher can
+            # end the search), and only once the searcher has answered our hello.
+            await self._report(
                 msg.origin,
                 p.WalkHits(
                     req=0,
@@ -157,7 +160,7 @@ class WalkService:
         return isinstance(reply, p.WalkOk)
 
     async def _check(self, msg: p.Walk, walk: Walk[bytes]) -> tuple[bool, tuple[bytes, ...]]:
-        link = self._origin_link(msg.origin)
+        link = await self._searcher(msg.origin)
         if link is None:
             return False, ()
         self.sent += 1
@@ -173,36 +176,51 @@ class WalkService:
         return reply.go, reply.avoid
 
     def _end(self, msg: p.Walk, walk: Walk[bytes], reason: EndReason) -> None:
-        self._notify(
-            msg.origin,
-            p.WalkEnd(
-                req=0,
-                qid=msg.qid,
-                walker=msg.walker,
-                hops=walk.hops,
-                path=walk.path,
-                reason=reason,
+        self.spawn(
+            self._report(
+                msg.origin,
+                p.WalkEnd(
+                    req=0,
+                    qid=msg.qid,
+                    walker=msg.walker,
+                    hops=walk.hops,
+                    path=walk.path,
+                    reason=reason,
+                ),
+            )
+        )
+
+    async def _searcher(self, origin: p.PeerRef) -> PeerLink | None:
+        """The link to a walk's searcher once it has answered our hello, or None. Reports and
+        check-backs go only to a searcher that proved it is a zwalk node at the address the
+        walk names: an origin naming a third party gets a hello attempt, nothing more (and
+        none again for a while if it does not answer, PeerTable.link_to)."""
+        if (link := self.peers.link_for(origin.node)) is not None:
+            return link
+        if self.peers.link_for(origin.node, alive_only=False) is None:
+            if self.peers.link_to(origin) is None:
+                return None
+        table = self.peers.membership
+        await self.peers.wait_until(
+            lambda: (
+                table.by_node(origin.node) is None or self.peers.link_for(origin.node) is not None
             ),
+            hello_wait(self.peers.cfg),
         )
+        return self.peers.link_for(origin.node)
 
-    def _origin_link(self, origin: p.PeerRef) -> PeerLink | None:
-        # Alive, or being greeted right now (a searcher that just said hello), or met anew.
-        return (
-            self.peers.link_for(origin.node)
-            or self.peers.link_for(origin.node, alive_only=False)
-            or self.peers.link_to(origin)
-        )
-
-    def _notify(self, origin: p.PeerRef, msg: p.Message) -> None:
+    async def _report(self, origin: p.PeerRef, msg: p.Message) -> None:
         if origin.node == self.local.node_id:
-            self.spawn(self.on_notification(msg, origin.node))
+            await self.on_notification(msg, origin.node)
             return
-        link = self._origin_link(origin)
-        if link is not None:
-            try:
-                link.send(msg)
-            except PeerError as e:
-                log.info("cannot report to the searcher: %s", e)
+        link = await self._searcher(origin)
+        if link is None:
+            log.info("no report to %s: it has not answered hello", origin.host)
+            return
+        try:
+            link.send(msg)
+        except PeerError as e:
+            log.info("cannot report to the searcher: %s", e)
 
     # --- the searcher's side --------------------------------------------------------------------
     async def on_notification(self, msg: p.Message, sender: bytes) -> None:
