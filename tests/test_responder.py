@@ -23,6 +23,8 @@ class File:
     chunk_size: int = CS
     path: Path = Path("/share/x")
     mtime_ns: int = 0
+    ino: int = 0
+    dev: int = 0
 
     def hit(self) -> p.Hit:
         return p.Hit(name=self.name, path=self.name, size=self.size, cid=self.cid)

@@ -152,7 +152,9 @@ class Router:
         async with self._read_slots:
             data = self._buffers.take(span.length)
             try:
-                await in_thread(read_span, path, span.offset, data, entry.mtime_ns)
+                await in_thread(
+                    read_span, path, span.offset, data, entry.mtime_ns, entry.ino, entry.dev
+                )
             except BaseException as e:
                 self._buffers.give_back(data, None)
                 if not isinstance(e, OSError):

@@ -81,4 +81,5 @@ def _scan(folders: list[Path], cfg: Config, exclude: list[Path], stop: threading
         cache_path=cfg.index_cache,
         exclude=exclude,
         stop=stop,
+        links=cfg.links,
     )

@@ -56,6 +56,7 @@ class Config:
     chunk_size: int = 1024 * 1024
     rescan_interval: float = 30.0
     downloads: Path = Path("downloaded")
+    links: str = "inside"  # file symlinks shared: those that stay inside their share, or any
     find_timeout: float = SEARCH_DEFAULTS.timeout
     reply_timeout: float = 2.0
     frame_size: int = transfer.DEFAULTS.frame_bytes
@@ -164,6 +165,12 @@ def _strategy(text: str, base: Path) -> str:
     return text
 
 
+def _links(text: str, base: Path) -> str:
+    if text not in ("inside", "follow"):
+        raise ValueError("want inside or follow")
+    return text
+
+
 def _list(value: str) -> list[str]:
     return [x.strip() for x in value.replace("\n", ",").split(",") if x.strip()]
 
@@ -213,6 +220,7 @@ KEYS: dict[tuple[str, str], tuple[str, Parse]] = {
     ("share", "chunk_size"): ("chunk_size", _power_of_two(p.MIN_CHUNK_SIZE, p.MAX_CHUNK_SIZE)),
     ("share", "rescan_interval"): ("rescan_interval", _seconds),
     ("share", "downloads"): ("downloads", _dir_from_cwd),
+    ("share", "links"): ("links", _links),
     ("peers", "static"): ("peers", _peers),
     ("find", "timeout"): ("find_timeout", _seconds),
     ("find", "reply_timeout"): ("reply_timeout", _seconds),

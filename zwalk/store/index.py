@@ -35,6 +35,8 @@ class FileEntry:
     cid: bytes
     chunk_size: int
     hashes: bytes  # concatenated chunk hashes
+    ino: int = 0  # the file's identity when indexed: a read checks it is still the same file
+    dev: int = 0
 
     @property
     def name(self) -> str:
@@ -148,9 +150,13 @@ def _is_hidden(name: str) -> bool:
     return name.startswith(".")
 
 
-def _walk_files(root: Path, exclude: set[Path]) -> Iterator[tuple[Path, os.stat_result]]:
+def _walk_files(
+    root: Path, exclude: set[Path], skipped: list[tuple[Path, str]], links: str = "inside"
+) -> Iterator[tuple[Path, os.stat_result]]:
     """Regular files under root, hidden ones and excluded folders left out; no directory
-    symlinks followed (no loops); devices and pipes skipped (reading them could block)."""
+    symlinks followed (no loops); devices and pipes skipped (reading them could block). A file
+    symlink is shared as the file it points to if that lies inside `root` too, or whatever it
+    points to with `links="follow"`; others go to `skipped`, with the reason."""
     if root.is_file():
         yield root, root.stat()
         return
@@ -165,7 +171,13 @@ def _walk_files(root: Path, exclude: set[Path]) -> Iterator[tuple[Path, os.stat_
             fp = d / name
             try:
                 st = fp.stat()
-            except OSError:
+                if links != "follow" and fp.is_symlink():
+                    target = fp.resolve(strict=True)
+                    if not target.is_relative_to(root):
+                        skipped.append((fp, f"a link to {target}, outside the shared folder "
+                                        "([share] links = follow shares it)"))  # fmt: skip
+                        continue
+            except (OSError, RuntimeError):  # gone, unreadable, or a loop of links
                 continue
             if stat.S_ISREG(st.st_mode):
                 yield fp, st
@@ -215,6 +227,7 @@ def scan(
     cache_path: Path | None = None,
     exclude: Iterable[Path] = (),
     stop: threading.Event | None = None,
+    links: str = "inside",
 ) -> Index:
     """Walk the share folders and hash what changed since the cache was written. Setting
     `stop` ends the scan soon (between files, and between chunks of a big one)."""
@@ -225,7 +238,7 @@ def scan(
     seen: set[Path] = set()
     for root in roots:
         root = Path(root).resolve()
-        for fp, st in _walk_files(root, excluded):
+        for fp, st in _walk_files(root, excluded, skipped, links):
             if stop is not None and stop.is_set():
                 raise Stopped
             fp = fp.absolute()
@@ -265,6 +278,8 @@ def scan(
                     cid=cid,
                     chunk_size=cs,
                     hashes=hashes,
+                    ino=st.st_ino,
+                    dev=st.st_dev,
                 )
             )
     if cache_path is not None:

@@ -10,13 +10,19 @@ class FileChanged(OSError):
     """A shared file is not what the index says any more."""
 
 
-def read_span(path: Path, offset: int, into: memoryview, mtime_ns: int) -> None:
+def read_span(
+    path: Path, offset: int, into: memoryview, mtime_ns: int, ino: int = 0, dev: int = 0
+) -> None:
     """Fill `into` from a shared file at `offset`, refusing if the file changed since it was
-    indexed or is now shorter."""
+    indexed (its modification time, or another file now at that path: a file swapped for a
+    link with the same size and time) or is now shorter."""
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
     try:
-        if os.fstat(fd).st_mtime_ns != mtime_ns:
+        st = os.fstat(fd)
+        if st.st_mtime_ns != mtime_ns:
             raise FileChanged(f"{path} changed since it was indexed")
+        if ino and st.st_ino and (st.st_ino, st.st_dev) != (ino, dev):
+            raise FileChanged(f"{path} is another file than the one indexed")
         if not hasattr(os, "preadv"):  # Windows
             os.lseek(fd, offset, os.SEEK_SET)
         view = into
