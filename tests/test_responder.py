@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -112,3 +112,17 @@ def test_a_failed_read_is_not_found_when_the_file_changed_else_internal() -> Non
 def test_anything_else_is_a_bad_request() -> None:
     err = responder.answer(p.WalkOk(req=11), INDEX, ME)
     assert isinstance(err, p.Error) and err.code is p.ErrorCode.BAD_REQUEST and err.req == 11
+
+
+def test_a_local_find_for_more_walkers_than_can_be_numbered_runs_with_half() -> None:
+    from zwalk.net.control import find_options
+
+    find = p.Find(
+        req=1, token=b"t" * 16, kind=p.QueryKind.NAME, pattern="x", icase=False,
+        strategy=p.Strategy.KWALK, walkers=p.MAX_WALKERS, initial=p.MAX_WALKERS, ttl=8,
+        check_every=8, timeout_ms=5000, want=1,
+    )  # fmt: skip
+    opts = find_options(find)
+    assert (opts.walkers, opts.initial) == (p.MAX_WALKERS // 2, p.MAX_WALKERS // 2)
+    assert 2 * opts.walkers - 1 <= p.MAX_WALKERS - 1  # every walker gets a number
+    assert find_options(replace(find, walkers=16, initial=1)).walkers == 16

@@ -121,16 +121,7 @@ class ControlServer:
         await reply(self.sock, rid, answer)
 
     async def _find(self, rid: bytes, msg: p.Find) -> None:
-        opts = SearchOptions(
-            strategy=msg.strategy,
-            timeout=msg.timeout_ms / 1000,
-            want=msg.want,
-            walkers=msg.walkers,
-            initial=msg.initial,
-            ttl=msg.ttl,
-            check_every=msg.check_every,
-            linger=msg.linger_ms / 1000 if msg.linger_ms else None,
-        )
+        opts = find_options(msg)
         query = Query(kind=msg.kind, pattern=msg.pattern, icase=msg.icase)
         try:
             await self.peers.meet(_named(msg.peers), hello_wait(self.peers.cfg))
@@ -141,6 +132,22 @@ class ControlServer:
             log.exception("search failed")
             answer = p.Error(req=msg.req, code=p.ErrorCode.INTERNAL, reason=type(e).__name__)
         await reply(self.sock, rid, answer)
+
+
+def find_options(msg: p.Find) -> SearchOptions:
+    """How to run a local client's find. Walker numbers stop at MAX_WALKERS - 1 and a search
+    numbers up to twice `walkers`, so more than half of that is run with half."""
+    walkers = min(msg.walkers, p.MAX_WALKERS // 2)
+    return SearchOptions(
+        strategy=msg.strategy,
+        timeout=msg.timeout_ms / 1000,
+        want=msg.want,
+        walkers=walkers,
+        initial=min(msg.initial, walkers),
+        ttl=msg.ttl,
+        check_every=msg.check_every,
+        linger=msg.linger_ms / 1000 if msg.linger_ms else None,
+    )
 
 
 def node_status(walks: WalkService, req: int = 0) -> p.StatusOk:
