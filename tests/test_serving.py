@@ -283,3 +283,53 @@ async def test_a_source_sending_short_frames_is_dropped_and_the_other_delivers(
     assert (tmp_path / "dl" / "file.bin").read_bytes() == data
     d = json.loads(out)["download"]
     assert any("short" in k and "bytes, want" in v for k, v in d["excluded"].items()), d
+
+
+# --- per-peer rate limits ---------------------------------------------------------------------
+
+
+def test_a_token_bucket_allows_its_burst_then_its_rate() -> None:
+    from zwalk.core.ratelimit import Rate, RateLimits, Work
+
+    limits = RateLimits({Work.SEARCH: Rate(10.0, 5.0)}, max_peers=2)
+    assert [limits.allow("a", Work.SEARCH, 0.0) for _ in range(6)] == [True] * 5 + [False]
+    assert limits.allow("b", Work.SEARCH, 0.0)  # each peer has its own bucket
+    assert not limits.allow("a", Work.SEARCH, 0.05)  # half a token back
+    assert limits.allow("a", Work.SEARCH, 0.1)  # one token back
+    assert limits.allow("c", Work.SEARCH, 0.1) and len(limits._buckets) == 2  # bounded table
+
+
+async def test_a_peer_searching_too_fast_gets_busy_and_others_are_served(
+    tmp_path: Path, client_of: list[Client]
+) -> None:
+    from zwalk.core.ratelimit import RATES, Work
+
+    node = _node(tmp_path, "a", {"f.bin": b"data"})
+    async with running(node):
+        greedy, other = Client(node), Client(node)
+        client_of += [greedy, other]
+        n = int(RATES[Work.SEARCH].burst) + 100
+        for req in range(n):
+            await greedy.send(
+                p.Search(
+                    req=req,
+                    qid=b"q" * 16,
+                    kind=p.QueryKind.NAME,
+                    pattern="f.bin",
+                    icase=False,
+                    limit=10,
+                )  # fmt: skip
+            )
+        replies = [await greedy.recv() for _ in range(n)]
+        limited = [r for r in replies if isinstance(r, p.Error) and "rate limit" in r.reason]
+        assert len(limited) >= 50, len(limited)
+        assert all(r.code is p.ErrorCode.BUSY for r in limited)
+        # the rest: answered (Hits), or busy because 64 requests were in progress at once
+        busy = [r for r in replies if isinstance(r, p.Error) and r.code is p.ErrorCode.BUSY]
+        assert len(busy) + sum(isinstance(r, p.Hits) for r in replies) == n
+        hits = await other.ask(
+            p.Search(
+                req=1, qid=b"r" * 16, kind=p.QueryKind.NAME, pattern="f.bin", icase=False, limit=10
+            )  # fmt: skip
+        )
+        assert isinstance(hits, p.Hits) and [h.name for h in hits.hits] == ["f.bin"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -17,6 +18,7 @@ import zmq.asyncio
 
 from zwalk.core import protocol as p
 from zwalk.core import responder
+from zwalk.core.ratelimit import RateLimits, Work
 from zwalk.net.buffers import BufferPool
 from zwalk.net.local import Local
 from zwalk.net.peers import PeerTable
@@ -52,6 +54,7 @@ class Router:
         self._request_slots = asyncio.Semaphore(MAX_CONCURRENT_REQUESTS)
         self._read_slots = asyncio.Semaphore(MAX_CONCURRENT_READS)
         self._buffers = BufferPool(keep=2 * MAX_CONCURRENT_READS)
+        self.limits = RateLimits()
 
     async def serve(self) -> None:
         """Take messages until cancelled; no message, and no bug one finds, stops it."""
@@ -104,6 +107,11 @@ class Router:
             return
         if isinstance(msg, p.Hello | p.Ping):  # membership must work however busy we are
             await reply(self.sock, rid, await self.respond(msg, sender))
+            return
+        work = _work(msg)
+        if work is not None and not self.limits.allow(sender, work, time.monotonic()):
+            busy = p.Error(req=msg.req, code=p.ErrorCode.BUSY, reason=f"{work} rate limit")
+            await reply(self.sock, rid, busy)
             return
         if self._request_slots.locked():
             busy = p.Error(req=msg.req, code=p.ErrorCode.BUSY, reason="too many requests")
@@ -185,6 +193,20 @@ async def reply(
         log.debug("dropped reply to %s: %s", rid.hex()[:12], e)
         return None
     return sent if isinstance(sent, zmq.MessageTracker) else None
+
+
+def _work(msg: p.Message) -> Work | None:
+    """What a request makes us do for its sender that a rate limit bounds."""
+    match msg:
+        case p.Walk(strategy=p.Strategy.FLOOD):
+            return Work.FLOOD
+        case p.Walk():
+            return Work.WALK
+        case p.Search():
+            return Work.SEARCH
+        case p.GetChunks():
+            return Work.CHUNKS
+    return None
 
 
 def _bad(req: int, reason: str) -> p.Error:
