@@ -30,7 +30,7 @@ class Rate:
 # node once per hop.
 RATES = {
     Work.WALK: Rate(200.0, 400.0),
-    Work.FLOOD: Rate(50.0, 100.0),
+    Work.FLOOD: Rate(100.0, 200.0),
     Work.SEARCH: Rate(100.0, 200.0),
     Work.CHUNKS: Rate(1000.0, 2000.0),
 }
