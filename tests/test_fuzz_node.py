@@ -6,7 +6,6 @@ normal find and download correctly. The seed is printed (set ZWALK_FUZZ_SEED to 
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import random
 import sys
@@ -18,19 +17,12 @@ import cbor2
 import pytest
 import zmq
 import zmq.asyncio
-from procs import LOOPBACK, run_zwalk, start_serve
+from procs import LOOPBACK, rss_mib, run_zwalk, start_serve
 
 from zwalk.core import protocol as p
 
 MESSAGES = 100_000
 CS = p.MIN_CHUNK_SIZE
-
-
-def _rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
 
 
 def _wild(rng: random.Random, depth: int = 0) -> object:
@@ -156,9 +148,9 @@ async def test_a_node_survives_100k_generated_messages(tmp_path: Path) -> None:
         tmp_path, "a", {"f.bin": data, "g.txt": b"g"}, "--config", str(_ini(tmp_path))
     )
     try:
-        target = bytes.fromhex(json.loads((node.data_dir / "node.json").read_text())["node"])
+        target = bytes.fromhex(node.node)
         fuzz = Fuzzer(rng, blake3.blake3(data).digest(), target)
-        rss_start = _rss_mib(node.proc.pid)
+        rss_start = rss_mib(node.proc.pid)
         ctx = zmq.asyncio.Context()
         counts: dict[str, int] = {}
         started = time.monotonic()
@@ -176,7 +168,7 @@ async def test_a_node_survives_100k_generated_messages(tmp_path: Path) -> None:
         for i in range(MESSAGES):
             await socks[i % len(socks)].send_multipart(fuzz.next(), copy=False)
             if i % 5000 == 4999:
-                peak = max(peak, _rss_mib(node.proc.pid))
+                peak = max(peak, rss_mib(node.proc.pid))
                 assert node.proc.poll() is None, f"the node died after {i + 1} messages"
         for _ in range(3):  # oversized frames: libzmq drops each connection that sends one
             big = ctx.socket(zmq.DEALER)
@@ -192,7 +184,7 @@ async def test_a_node_survives_100k_generated_messages(tmp_path: Path) -> None:
             s.close(linger=0)
         ctx.term()
         spent = time.monotonic() - started
-        rss_end = _rss_mib(node.proc.pid)
+        rss_end = rss_mib(node.proc.pid)
         print(
             f"{MESSAGES} messages in {spent:.1f} s {fuzz.kinds}, {counts.get('replies', 0)} "
             f"replies; node RSS {rss_start:.0f} MiB at start, peak {peak:.0f}, end {rss_end:.0f}"

@@ -88,7 +88,7 @@ async def test_a_walk_naming_a_third_party_sends_it_a_hello_and_nothing_more(
     node = start_serve(tmp_path, "a", files)
     victim = Victim(1)
     try:
-        target = json.loads((node.data_dir / "node.json").read_text())["node"]
+        target = node.node
         walk = _walk(target, victim.port(0), os.urandom(16))
         request = len(p.encode(walk)[0])
         assert await _send(node.endpoint, [walk]) == [p.WalkOk(req=1)]
@@ -114,7 +114,7 @@ async def test_walks_naming_many_ports_of_one_host_open_few_connections(tmp_path
     node = start_serve(tmp_path, "a", {"f.txt": b"f"})
     victim = Victim(10)
     try:
-        target = json.loads((node.data_dir / "node.json").read_text())["node"]
+        target = node.node
         walks = [_walk(target, victim.port(i), os.urandom(16)) for i in range(10)]
         assert await _send(node.endpoint, walks) == [p.WalkOk(req=1)] * 10
         await victim.listen(1.5)

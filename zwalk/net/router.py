@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -109,7 +108,7 @@ class Router:
             await reply(self.sock, rid, await self.respond(msg, sender))
             return
         work = _work(msg)
-        if work is not None and not self.limits.allow(sender, work, time.monotonic()):
+        if work is not None and not self.limits.allow(sender, work, self.peers.now()):
             busy = p.Error(req=msg.req, code=p.ErrorCode.BUSY, reason=f"{work} rate limit")
             await reply(self.sock, rid, busy)
             return
@@ -146,13 +145,15 @@ class Router:
             out = _internal(msg.req, e)
         finally:
             self._request_slots.release()
-        pooled = isinstance(out, p.Chunks) and isinstance(out.payload, memoryview)
+        # A payload read into one of our buffers goes back to the pool once ZeroMQ is done.
+        pooled = out.payload if isinstance(out, p.Chunks) else None
+        pooled = pooled if isinstance(pooled, memoryview) else None
         tracker = None
         try:
-            tracker = await reply(self.sock, rid, out, track=pooled)
+            tracker = await reply(self.sock, rid, out, track=pooled is not None)
         finally:
-            if isinstance(out, p.Chunks) and isinstance(out.payload, memoryview):
-                self._buffers.give_back(out.payload, tracker)
+            if pooled is not None:
+                self._buffers.give_back(pooled, tracker)
 
     async def _read(self, span: responder.ReadSpan) -> p.Message:
         entry = span.entry

@@ -197,9 +197,9 @@ class WalkService:
         none again for a while if it does not answer, PeerTable.link_to)."""
         if (link := self.peers.link_for(origin.node)) is not None:
             return link
-        if self.peers.link_for(origin.node, alive_only=False) is None:
-            if self.peers.link_to(origin) is None:
-                return None
+        greeting = self.peers.link_for(origin.node, alive_only=False)
+        if greeting is None and self.peers.link_to(origin) is None:
+            return None
         table = self.peers.membership
         await self.peers.wait_until(
             lambda: (
