@@ -183,5 +183,5 @@ def wait_until(check: object, timeout: float, step: float = 0.02) -> float:
 
 
 def cli_json(result: subprocess.CompletedProcess[str]) -> dict:  # type: ignore[type-arg]
-    assert result.returncode in (0, 1), result.stderr
+    assert result.returncode in (0, 1), (result.returncode, result.stderr, result.stdout[-3000:])
     return json.loads(result.stdout)

@@ -3,6 +3,7 @@
 # complete byte-identical and, on a clean link, use most of it.
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -96,6 +97,37 @@ def test_a_download_over_a_lossy_or_delayed_link_completes(
     assert Path(d["path"]).read_bytes() == payload
     assert d["excluded"] == {}  # the source was never given up on
     assert utilisation(d, 16) >= 0.5, d  # slower, but it gets there
+
+
+def test_a_download_survives_a_holder_whose_first_handshake_is_lost(
+    lab: MakeLab, base: Path
+) -> None:
+    """Seen at 5% loss: the downloader's first connection to the holder lost its SYNs, the
+    hello timed out, and find gave up with 'none of its holders answers' though the search had
+    just heard from it. The holder now gets a second handshake."""
+    payload = os.urandom(MIB)
+    net = lab(2)
+    nodes = pair(net, base, payload, "100mbit")
+    # New connections to the holder are dropped (the serving node's link is already up)
+    # until three SYNs have been: the next retransmit would come 4 s later, after the hello's
+    # timeout, so the first handshake fails for certain.
+    rule = ["INPUT", "-p", "tcp", "--dport", str(nodes[1].port), "--syn", "-j", "DROP"]
+    assert net.run(1, ["iptables", "-w", "-I", *rule]).returncode == 0
+    proc = nodes[0].zwalk_bg("find", "payload.bin", "--json")
+    try:
+        wait_until(lambda: _dropped(net, 1) >= 3, timeout=30, step=0.05)
+    finally:
+        net.run(1, ["iptables", "-w", "-D", *rule])
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr + stdout
+    d = json.loads(stdout)["download"]
+    assert Path(d["path"]).read_bytes() == payload
+
+
+def _dropped(net: Lab, host: int) -> int:
+    """Packets the first INPUT rule of a host has matched."""
+    out = net.run(host, ["iptables", "-w", "-L", "INPUT", "-n", "-v", "-x"]).stdout
+    return int(out.splitlines()[2].split()[0])
 
 
 # The time a TCP handshake to HOST PORT takes: the round trip, as the emulator makes it.

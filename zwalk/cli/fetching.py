@@ -18,6 +18,7 @@ from zwalk.core import protocol as p
 from zwalk.core.query import Query
 from zwalk.core.search_options import SearchOptions
 from zwalk.core.units import mib
+from zwalk.net.diagnosis import hello_wait
 from zwalk.net.download import DownloadResult, download
 from zwalk.net.links import PeerLink
 from zwalk.net.node import Node
@@ -56,7 +57,7 @@ async def fetch_one(
         return download_report(f, present, None)
     note = ""
     for attempt in (1, 2):
-        links = [node.peers.links[ep] for ep in holder_endpoints([f]) if ep in node.peers.links]
+        links = await _holder_links(app, node, f)
         say(_announce(f, out_dir, links))
         more: asyncio.Queue[PeerLink] = asyncio.Queue()
         async with TaskSet("a download's holder search") as helpers:
@@ -86,6 +87,16 @@ async def fetch_one(
         state.fetching = False
         return download_report(f, got.path, got, note)
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def _holder_links(app: App, node: Node, f: p.FoundFile) -> list[PeerLink]:
+    """Links to the hit's holders that answered hello. Those that did not get one more
+    handshake: the search just heard from them, and on a lossy link a first connection can
+    lose its SYN and more."""
+    endpoints = holder_endpoints([f])
+    if not any(node.peers.alive(ep) for ep in endpoints):
+        await node.peers.meet(endpoints, hello_wait(app.cfg))
+    return [node.peers.links[ep] for ep in endpoints if ep in node.peers.links]
 
 
 def _forget_part(out_dir: Path, f: p.FoundFile) -> None:

@@ -16,6 +16,7 @@ from zwalk.core.fields import Strategy
 from zwalk.core.query import Query
 from zwalk.core.search_options import SearchOptions, default_ttl
 from zwalk.net import control
+from zwalk.net.diagnosis import hello_wait
 from zwalk.net.finder import FindResult
 from zwalk.net.node import Node
 from zwalk.store import identity
@@ -94,8 +95,10 @@ async def search(
                 running(Node(dl_cfg, identity.ephemeral(), listen=False))
             )
             # Only the holders matter to this node: no need to wait for discovery to go quiet.
+            # A new connection over a lossy link can lose its SYN (a 1 s retransmit) or more,
+            # so wait as long as a hello may take, not one reply's time.
             await node.peers.wait_until(
-                functools.partial(node.peers.answered, holders), cfg.reply_timeout
+                functools.partial(node.peers.answered, holders), hello_wait(cfg)
             )
             return result, "local-node", node
         app.warn("the local node did not answer its control endpoint; searching without it")
@@ -146,6 +149,6 @@ async def search_again(
             result = await _search_from(node, q, opts)
         for f in result.found:
             if f.name == changed.name and f.cid not in seen:
-                await node.peers.meet(holder_endpoints([f]), app.cfg.reply_timeout)
+                await node.peers.meet(holder_endpoints([f]), hello_wait(app.cfg))
                 return f
     return None
