@@ -63,6 +63,15 @@ def _isolate_user_dirs() -> None:
 _isolate_user_dirs()
 
 
+@pytest.fixture(autouse=True)
+def _own_user_data(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each test's commands get a user data folder of their own: keys pinned on first use
+    (known_peers) by one test must not meet another test's node on a reused port."""
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path_factory.mktemp("xdg-data")))
+
+
 def pytest_report_header() -> str:
     return f"zwalk network: {NETWORK}"
 

@@ -9,6 +9,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 LOOPBACK = "127.0.0.1"
 
@@ -126,3 +127,22 @@ def rss_mib(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     raise AssertionError(f"no VmRSS for pid {pid}")
+
+
+def public_key(data_dir: Path) -> bytes:
+    """A node's public key (Z85), from its data dir."""
+    return (data_dir / "node.pub").read_bytes().strip()
+
+
+def curve_dealer(ctx: Any, endpoint: str, server_key: bytes, **options: int | bytes) -> Any:
+    """A DEALER that passes a node's CurveZMQ handshake with a throw-away key of its own."""
+    import zmq
+
+    public, secret = zmq.curve_keypair()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    for name, value in options.items():
+        sock.setsockopt(getattr(zmq, name), value)
+    sock.curve_secretkey, sock.curve_publickey, sock.curve_serverkey = secret, public, server_key
+    sock.connect(endpoint if "://" in endpoint else f"tcp://{endpoint}")
+    return sock

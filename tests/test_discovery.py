@@ -8,10 +8,12 @@ import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import blake3
 import pytest
 from labnodes import LabNode, short_tmp, wait_until
 from netlab import Lab
 from procs import ServeProcess, run_zwalk
+from zmq.utils import z85
 
 
 @pytest.fixture
@@ -66,8 +68,10 @@ def test_dig_sees_a_well_formed_announcement(lab: Callable[[int], Lab], base: Pa
     [txt] = records["TXT"]
     assert txt[0] == instance
     pairs = dict(s.strip('"').split("=", 1) for s in txt[1].split('" "'))
-    assert pairs["id"] == node.node and pairs["v"] == "1" and pairs["name"] == "h0"
-    assert len(pairs["pk"]) == 40  # a Z85-encoded Curve25519 public key
+    assert pairs["id"] == node.node and pairs["v"] == "2" and pairs["name"] == "h0"
+    assert len(pairs["pk"]) == 40  # a Z85-encoded Curve25519 public key, whose hash is the id
+    key = z85.decode(pairs["pk"].encode())
+    assert blake3.blake3(key).digest()[:16].hex() == node.node
 
 
 def test_two_nodes_on_one_host_see_each_other_over_loopback(

@@ -10,7 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import blake3
-from procs import LOOPBACK, ServeProcess, find_async, run_zwalk
+from procs import LOOPBACK, ServeProcess, curve_dealer, find_async, public_key, run_zwalk
 
 from zwalk.cli.app import running
 from zwalk.core import protocol as p
@@ -241,15 +241,18 @@ async def test_node_keeps_serving_after_garbage(serve: Serve, tmp_path: Path) ->
 
     a = serve("a", {"keep.txt": b"still here"})
     ctx = zmq.asyncio.Context()
-    sock = ctx.socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.connect(f"tcp://{a.endpoint}")
+    sock = curve_dealer(ctx, a.endpoint, public_key(a.data_dir))
+    plain = ctx.socket(zmq.DEALER)  # a version-1 node: no CurveZMQ
+    plain.setsockopt(zmq.LINGER, 0)
+    plain.connect(f"tcp://{a.endpoint}")
     try:
+        await plain.send_multipart(p.encode(p.Ping(req=1)))
+        assert await plain.poll(1000) == 0  # the handshake fails: not a byte comes back
         await sock.send_multipart([b"\xff\x00garbage"])
         await sock.send_multipart([p.encode(p.GetInfo(req=7, cid=b"\1" * 32))[0], b"extra"])
         hello = p.Hello(req=9, node=b"\0" * 16, name="x", port=0, inc=b"i" * 8)
         bad_version = bytearray(p.encode(hello)[0])
-        bad_version[bad_version.index(b"av\x01") + 2] = 0x02
+        bad_version[bad_version.index(b"av\x02") + 2] = 0x03
         await sock.send_multipart([bytes(bad_version)])
         replies = []
         for _ in range(2):
@@ -257,6 +260,7 @@ async def test_node_keeps_serving_after_garbage(serve: Serve, tmp_path: Path) ->
                 replies.append(p.decode(await sock.recv_multipart()))
     finally:
         sock.close()
+        plain.close()
         ctx.term()
     assert {(r.req, r.code) for r in replies if isinstance(r, p.Error)} == {
         (7, p.ErrorCode.BAD_REQUEST),
@@ -300,10 +304,8 @@ async def test_forged_hello_and_wrong_control_token_are_refused(
     a = serve("a", {"x.txt": b"x"})
     ctx = zmq.asyncio.Context()
     try:
-        sock = ctx.socket(zmq.DEALER)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.ROUTING_ID, b"\1" * 16 + b"abcd")
-        sock.connect(f"tcp://{a.endpoint}")
+        # the routing id names one node, the hello another, and the key proves a third
+        sock = curve_dealer(ctx, a.endpoint, public_key(a.data_dir), ROUTING_ID=b"\1" * 20)
         forged = p.Hello(req=3, node=b"\2" * 16, name="mallory", port=1, inc=b"i" * 8)
         await sock.send_multipart(p.encode(forged))
         await sock.send_multipart(p.encode(p.Status(req=4, token=b"\0" * 16)))
@@ -312,7 +314,7 @@ async def test_forged_hello_and_wrong_control_token_are_refused(
             async with asyncio.timeout(5):
                 r = p.decode(await sock.recv_multipart())
             replies[r.req] = r
-        assert isinstance(replies[3], p.Error) and "routing id" in replies[3].reason
+        assert isinstance(replies[3], p.Error) and "key" in replies[3].reason
         assert isinstance(replies[4], p.Error) and "control endpoint" in replies[4].reason
 
         local = state.read_state(a.data_dir)

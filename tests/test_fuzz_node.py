@@ -17,9 +17,10 @@ import cbor2
 import pytest
 import zmq
 import zmq.asyncio
-from procs import LOOPBACK, rss_mib, run_zwalk, start_serve
+from procs import LOOPBACK, curve_dealer, public_key, rss_mib, run_zwalk, start_serve
 
 from zwalk.core import protocol as p
+from zwalk.core.keys import node_id_for
 
 MESSAGES = 100_000
 CS = p.MIN_CHUNK_SIZE
@@ -47,7 +48,7 @@ def _wild(rng: random.Random, depth: int = 0) -> object:
         return [_wild(rng, depth + 1) for _ in range(rng.randrange(5))]
     if kind == 7:
         return {str(_wild(rng, 3))[:8]: _wild(rng, depth + 1) for _ in range(rng.randrange(4))}
-    return {k: _wild(rng, depth + 1) for k in ("node", "name", "host", "port")}
+    return {k: _wild(rng, depth + 1) for k in ("node", "name", "host", "port", "key")}
 
 
 class Fuzzer:
@@ -55,8 +56,11 @@ class Fuzzer:
         self.rng = rng
         self.cid = cid
         self.target = target
-        me = rng.randbytes(16)
-        origin = p.PeerRef(node=me, name="fuzz", host=LOOPBACK, port=1)  # nothing listens
+        key = rng.randbytes(32)
+        me = node_id_for(key)
+        origin = p.PeerRef(  # nothing listens there
+            node=me, name="fuzz", host=LOOPBACK, port=1, key=key
+        )
         self.valid: list[p.Message] = [
             p.Ping(req=1),
             p.Hello(req=2, node=me, name="fuzz", port=0, inc=b"i" * 8),
@@ -156,13 +160,10 @@ async def test_a_node_survives_100k_generated_messages(tmp_path: Path) -> None:
         started = time.monotonic()
         stop = asyncio.Event()
         socks = []
-        for _ in range(4):  # a few connections, as several peers would be
-            s = ctx.socket(zmq.DEALER)
-            s.setsockopt(zmq.LINGER, 0)
-            s.setsockopt(zmq.IDENTITY, rng.randbytes(rng.choice([5, 16, 20])))
-            s.setsockopt(zmq.SNDHWM, 1000)
-            s.connect(f"tcp://{node.endpoint}")
-            socks.append(s)
+        server = public_key(node.data_dir)
+        for _ in range(4):  # a few connections, as several peers would be, each with its key
+            rid = rng.randbytes(rng.choice([5, 16, 20]))
+            socks.append(curve_dealer(ctx, node.endpoint, server, IDENTITY=rid, SNDHWM=1000))
         drains = [asyncio.create_task(_drain(s, stop, counts)) for s in socks]
         peak = rss_start
         for i in range(MESSAGES):
@@ -171,9 +172,7 @@ async def test_a_node_survives_100k_generated_messages(tmp_path: Path) -> None:
                 peak = max(peak, rss_mib(node.proc.pid))
                 assert node.proc.poll() is None, f"the node died after {i + 1} messages"
         for _ in range(3):  # oversized frames: libzmq drops each connection that sends one
-            big = ctx.socket(zmq.DEALER)
-            big.setsockopt(zmq.LINGER, 0)
-            big.connect(f"tcp://{node.endpoint}")
+            big = curve_dealer(ctx, node.endpoint, server)
             await big.send(bytes(p.MAX_HEADER + 1))
             await asyncio.sleep(0.2)
             big.close(linger=0)

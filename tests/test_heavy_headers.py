@@ -15,15 +15,15 @@ import cbor2
 import pytest
 import zmq
 import zmq.asyncio
-from procs import LOOPBACK, ServeProcess, rss_mib, run_zwalk, start_serve
+from procs import LOOPBACK, ServeProcess, curve_dealer, public_key, rss_mib, run_zwalk, start_serve
 
 from zwalk.core import protocol as p
 
 
 def heavy_ping(zeros: int, req: int = 1) -> bytes:
-    """{"v": 1, "t": "ping", "req": req, "x": [0, 0, ...]}: a valid ping, as the decoder sees
+    """A valid ping ({"v", "t", "req"}) with an extension key "x": [0, 0, ...], as the decoder sees
     the keys it knows; `x` is an extension key, ignored."""
-    head = cbor2.dumps({"v": 1, "t": "ping", "req": req})
+    head = cbor2.dumps({"v": p.PROTOCOL_VERSION, "t": "ping", "req": req})
     assert head[0] == 0xA3  # a map of 3: make it 4
     return (
         bytes([0xA4])
@@ -71,11 +71,9 @@ def test_the_largest_valid_messages_fit_the_limits() -> None:
         assert p.decode([frame]) == msg
 
 
-async def _pinger(endpoint: str, stop: asyncio.Event, rtts: list[float]) -> None:
+async def _pinger(node: ServeProcess, stop: asyncio.Event, rtts: list[float]) -> None:
     ctx = zmq.asyncio.Context.instance()
-    sock = ctx.socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.connect(f"tcp://{endpoint}")
+    sock = curve_dealer(ctx, node.endpoint, public_key(node.data_dir))
     try:
         req = 0
         while not stop.is_set():
@@ -91,12 +89,9 @@ async def _pinger(endpoint: str, stop: asyncio.Event, rtts: list[float]) -> None
         sock.close(linger=0)
 
 
-async def _flood(endpoint: str, frame: bytes, count: int) -> None:
+async def _flood(node: ServeProcess, frame: bytes, count: int) -> None:
     ctx = zmq.asyncio.Context.instance()
-    sock = ctx.socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.setsockopt(zmq.SNDHWM, count + 1)
-    sock.connect(f"tcp://{endpoint}")
+    sock = curve_dealer(ctx, node.endpoint, public_key(node.data_dir), SNDHWM=count + 1)
     try:
         for _ in range(count):
             await sock.send(frame, copy=False)
@@ -114,12 +109,12 @@ async def test_heavy_headers_neither_stall_a_node_nor_bloat_it(tmp_path: Path) -
         over = heavy_ping(8_388_589)  # over the ROUTER's frame limit: libzmq drops the link
         assert len(just_under) <= p.MAX_HEADER < len(over)
         stop, rtts = asyncio.Event(), []
-        pinger = asyncio.create_task(_pinger(node.endpoint, stop, rtts))
+        pinger = asyncio.create_task(_pinger(node, stop, rtts))
         await asyncio.sleep(0.2)
         started = time.monotonic()
         # 3 connections x 40 frames, as the probe that grew RSS from 39 MiB to 1.08 GiB
-        await asyncio.gather(*(_flood(node.endpoint, just_under, 40) for _ in range(3)))
-        await _flood(node.endpoint, over, 2)
+        await asyncio.gather(*(_flood(node, just_under, 40) for _ in range(3)))
+        await _flood(node, over, 2)
         await asyncio.sleep(0.5)
         stop.set()
         await pinger

@@ -51,7 +51,7 @@ def test_every_node_sees_every_other_and_a_late_node_appears(lab: MakeLab, base:
         assert sorted(r["node"] for r in rows) == sorted(o.node for o in nodes if o is not n)
         for r in rows:
             other = next(o for o in nodes if o.node == r["node"])
-            assert r["addresses"] == [other.address] and r["version"] == 1
+            assert r["addresses"] == [other.address] and r["version"] == 2
             assert r["name"] == f"h{other.host}" and r["files"] == 1
             assert any(x["how"] == "mdns" and n.address in x["detail"] for x in r["learned"])
             assert r["rtt_ms"] is not None and r["rtt_ms"] < 1000

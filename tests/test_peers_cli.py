@@ -46,7 +46,7 @@ def test_peers_prints_a_table_of_the_live_peers(serve: Serve, tmp_path: Path) ->
     header = lines[1].split()
     assert header == ["node", "name", "address", "v", "learned", "age", "seen", "rtt", "files"]
     row = lines[2].split()  # a's row (its "learned" cell may wrap onto the next lines)
-    assert row[:4] == [a.node[:12], "a", a.endpoint, "1"], r.stdout
+    assert row[:4] == [a.node[:12], "a", a.endpoint, "2"], r.stdout
     assert row[-1] == "2" and row[-2] == "ms", r.stdout  # a shares two files; rtt "0.3 ms"
     assert "static" in " ".join(lines[2:])  # how b learned of a: a static peer of its own
     assert a.node[:12] not in " ".join(lines[3:])  # one row per peer

@@ -29,7 +29,9 @@ hosts = (
     .filter(lambda a: not a.is_multicast and not a.is_reserved and a not in p.THIS_NETWORK)
     .map(str)
 )
-peer_refs = st.builds(p.PeerRef, node=ids, name=texts, host=hosts, port=ports)
+peer_refs = st.builds(
+    p.PeerRef, node=ids, name=texts, host=hosts, port=ports, key=st.binary(min_size=32, max_size=32)
+)
 members = st.builds(
     p.MemberInfo,
     node=st.none() | ids,
@@ -340,7 +342,7 @@ def test_unknown_versions_are_rejected(msg: p.Message, version: int) -> None:
 )
 def test_oversized_or_mistyped_hello_fields(field: str, value: object) -> None:
     body = {
-        "v": 1,
+        "v": p.PROTOCOL_VERSION,
         "t": "hello",
         "req": 1,
         "node": b"\0" * p.ID_BYTES,
@@ -357,7 +359,7 @@ def test_oversized_or_mistyped_hello_fields(field: str, value: object) -> None:
 )
 def test_hit_names_that_could_escape_the_download_folder_are_rejected(name: str) -> None:
     hit = {"name": name, "path": "share/x", "size": 1, "cid": b"\1" * 32}
-    body = {"v": 1, "t": "hits", "req": 1, "qid": b"\0" * 16, "hits": [hit]}
+    body = {"v": p.PROTOCOL_VERSION, "t": "hits", "req": 1, "qid": b"\0" * 16, "hits": [hit]}
     err = _decode_only_protocol_errors([cbor2.dumps(body)])
     assert err is not None and "name" in err.reason
 
@@ -365,13 +367,13 @@ def test_hit_names_that_could_escape_the_download_folder_are_rejected(name: str)
 @pytest.mark.parametrize("path", ["/abs", "a/../b", "a//b", "./a", "a\\b"])
 def test_hit_paths_must_be_relative_and_plain(path: str) -> None:
     hit = {"name": "x", "path": path, "size": 1, "cid": b"\1" * 32}
-    body = {"v": 1, "t": "hits", "req": 1, "qid": b"\0" * 16, "hits": [hit]}
+    body = {"v": p.PROTOCOL_VERSION, "t": "hits", "req": 1, "qid": b"\0" * 16, "hits": [hit]}
     assert _decode_only_protocol_errors([cbor2.dumps(body)]) is not None
 
 
 def test_file_info_hash_count_must_match_size() -> None:
     body = {
-        "v": 1,
+        "v": p.PROTOCOL_VERSION,
         "t": "file-info",
         "req": 1,
         "cid": b"\1" * 32,
@@ -385,7 +387,13 @@ def test_file_info_hash_count_must_match_size() -> None:
 
 def test_too_many_hits_are_rejected() -> None:
     hit = {"name": "x", "path": "s/x", "size": 1, "cid": b"\1" * 32}
-    body = {"v": 1, "t": "hits", "req": 1, "qid": b"\0" * 16, "hits": [hit] * (p.MAX_HITS + 1)}
+    body = {
+        "v": p.PROTOCOL_VERSION,
+        "t": "hits",
+        "req": 1,
+        "qid": b"\0" * 16,
+        "hits": [hit] * (p.MAX_HITS + 1),
+    }
     assert _decode_only_protocol_errors([cbor2.dumps(body)]) is not None
 
 
@@ -396,9 +404,9 @@ def test_too_many_hits_are_rejected() -> None:
         bytes.fromhex("9bffffffffffffffff"),  # an array claiming 2**64-1 items
         bytes.fromhex("bf617601ff"),  # an indefinite-length map
         b"\x81" * 10_000 + b"\x00",  # deep nesting
-        cbor2.dumps({"v": 1, "t": "hello", "t2": 1}),
+        cbor2.dumps({"v": p.PROTOCOL_VERSION, "t": "hello", "t2": 1}),
         cbor2.dumps([1, "hello"]),
-        cbor2.dumps({"v": 1, "t": "no-such-type", "req": 1}),
+        cbor2.dumps({"v": p.PROTOCOL_VERSION, "t": "no-such-type", "req": 1}),
         bytes.fromhex("a3617601617401617401"),  # duplicate key
     ],
 )
@@ -438,7 +446,7 @@ def test_cid_text_round_trip() -> None:
     [
         cbor2.dumps({"v": 10**1000, "t": "hello", "req": 1}),  # a bignum (tag 2)
         cbor2.dumps({"v": 1.0, "t": "hello", "req": 1}),  # a float
-        cbor2.dumps({"v": 1, "t": "hello", "req": 1}) + b"\x00",  # trailing bytes
+        cbor2.dumps({"v": p.PROTOCOL_VERSION, "t": "hello", "req": 1}) + b"\x00",  # trailing bytes
         bytes.fromhex("d8236161"),  # tag 35 (regex)
         bytes.fromhex("d9d9f7a0"),  # self-describe tag 55799
         bytes.fromhex("a1617601f7"),  # 'undefined'
@@ -483,7 +491,7 @@ def test_names_that_are_not_unicode_are_refused() -> None:
 def test_gossiped_addresses_must_be_unicast_ipv4(host: str) -> None:
     ref = {"node": b"\1" * 16, "name": "x", "host": host, "port": 1}
     body = {
-        "v": 1,
+        "v": p.PROTOCOL_VERSION,
         "t": "hello-ok",
         "req": 1,
         "node": b"\0" * 16,

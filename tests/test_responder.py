@@ -56,7 +56,7 @@ INDEX = Index(BIG, SMALL)
 
 
 def test_hello_and_ping_say_who_we_are_and_what_we_share() -> None:
-    gossip = (p.PeerRef(node=b"g" * 16, name="g", host="10.0.0.2", port=1),)
+    gossip = (p.PeerRef(node=b"g" * 16, name="g", host="10.0.0.2", port=1, key=b"k" * 32),)
     hello = p.Hello(req=3, node=b"x" * 16, name="x", port=1, inc=b"j" * 8)
     ok = responder.answer(hello, INDEX, ME, gossip)
     assert ok == p.HelloOk(

@@ -19,7 +19,7 @@ import cbor2
 import pytest
 import zmq
 import zmq.asyncio
-from procs import LOOPBACK, find_async
+from procs import LOOPBACK, curve_dealer, find_async
 
 from zwalk.cli.app import running
 from zwalk.core import protocol as p
@@ -56,10 +56,7 @@ class Client:
 
     def __init__(self, node: Node) -> None:
         self.ctx = zmq.asyncio.Context()
-        self.sock = self.ctx.socket(zmq.DEALER)
-        self.sock.setsockopt(zmq.LINGER, 0)
-        self.sock.setsockopt(zmq.IDENTITY, os.urandom(16))
-        self.sock.connect(node.local.endpoints[0].zmq)
+        self.sock = curve_dealer(self.ctx, node.local.endpoints[0].zmq, node.identity.public)
 
     async def send(self, msg: p.Message) -> None:
         await self.sock.send_multipart(p.encode(msg), copy=False)
@@ -232,13 +229,17 @@ async def test_a_decoder_bug_is_ours_not_a_bad_request(
 
         monkeypatch.setitem(p.GetInfo.SCHEMA, "cid", broken)
         with caplog.at_level(logging.ERROR, logger="zwalk.net.router"):
-            await c.send_raw(cbor2.dumps({"v": 1, "t": "get-info", "req": 8, "cid": b"c" * 32}))
+            await c.send_raw(
+                cbor2.dumps({"v": p.PROTOCOL_VERSION, "t": "get-info", "req": 8, "cid": b"c" * 32})
+            )
             err = await c.recv()
         assert err == p.Error(req=8, code=p.ErrorCode.INTERNAL, reason="TypeError")
         assert any("cannot decode" in r.getMessage() and r.exc_info for r in caplog.records)
         monkeypatch.undo()
         # a peer's own mistake is still its fault: bad-request, not internal
-        await c.send_raw(cbor2.dumps({"v": 1, "t": "get-info", "req": 9, "cid": 5}))
+        await c.send_raw(
+            cbor2.dumps({"v": p.PROTOCOL_VERSION, "t": "get-info", "req": 9, "cid": 5})
+        )
         mistake = await c.recv()
         assert isinstance(mistake, p.Error) and mistake.code is p.ErrorCode.BAD_REQUEST
 

@@ -15,22 +15,28 @@ from pathlib import Path
 
 import zmq
 import zmq.asyncio
-from procs import LOOPBACK, start_serve
+from procs import LOOPBACK, ServeProcess, curve_dealer, public_key, start_serve
+from zmq.utils import z85
 
 from zwalk.core import protocol as p
+from zwalk.core.keys import node_id_for
 from zwalk.net.peers import MAX_UNVERIFIED_PER_HOST
 
 
 class Victim:
-    """ROUTER sockets that complete the ZeroMQ handshake and never answer: what a walk's origin
-    names when it names a third party (any ZeroMQ service, or a zwalk node that never asked)."""
+    """ROUTER sockets that complete the CurveZMQ handshake and never answer: what a walk's
+    origin names when it names a third party whose key it knows (the worst case: a zwalk node
+    that never asked, or any CurveZMQ service)."""
 
     def __init__(self, ports: int) -> None:
         self.ctx = zmq.asyncio.Context()
+        self.public, secret = zmq.curve_keypair()
+        self.key = z85.decode(self.public)
         self.socks = []
         for _ in range(ports):
             s = self.ctx.socket(zmq.ROUTER)
             s.setsockopt(zmq.LINGER, 0)
+            s.curve_server, s.curve_secretkey = True, secret
             s.bind_to_random_port(f"tcp://{LOOPBACK}")
             self.socks.append(s)
         self.received: list[tuple[int, str, int]] = []  # (socket, type, header bytes)
@@ -55,8 +61,10 @@ class Victim:
         self.ctx.term()
 
 
-def _walk(target: str, origin_port: int, qid: bytes) -> p.Walk:
-    origin = p.PeerRef(node=os.urandom(16), name="victim", host=LOOPBACK, port=origin_port)
+def _walk(target: str, victim: Victim, port: int, qid: bytes) -> p.Walk:
+    origin = p.PeerRef(
+        node=node_id_for(victim.key), name="victim", host=LOOPBACK, port=port, key=victim.key
+    )
     return p.Walk(
         req=1, qid=qid, walker=0, hops=1, path=(origin.node, bytes.fromhex(target)),
         strategy=p.Strategy.KWALK, ttl=10, check_every=0, origin=origin,
@@ -64,11 +72,9 @@ def _walk(target: str, origin_port: int, qid: bytes) -> p.Walk:
     )  # fmt: skip
 
 
-async def _send(endpoint: str, msgs: list[p.Walk]) -> list[p.Message]:
+async def _send(node: ServeProcess, msgs: list[p.Walk]) -> list[p.Message]:
     ctx = zmq.asyncio.Context.instance()
-    sock = ctx.socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.connect(f"tcp://{endpoint}")
+    sock = curve_dealer(ctx, node.endpoint, public_key(node.data_dir))
     try:
         for m in msgs:
             await sock.send_multipart(p.encode(m))
@@ -89,9 +95,9 @@ async def test_a_walk_naming_a_third_party_sends_it_a_hello_and_nothing_more(
     victim = Victim(1)
     try:
         target = node.node
-        walk = _walk(target, victim.port(0), os.urandom(16))
+        walk = _walk(target, victim, victim.port(0), os.urandom(16))
         request = len(p.encode(walk)[0])
-        assert await _send(node.endpoint, [walk]) == [p.WalkOk(req=1)]
+        assert await _send(node, [walk]) == [p.WalkOk(req=1)]
         await victim.listen(6.0)  # the hello times out (2 s), its failure is recorded
         types = [t for _, t, _ in victim.received]
         sent = sum(n for _, _, n in victim.received)
@@ -100,9 +106,28 @@ async def test_a_walk_naming_a_third_party_sends_it_a_hello_and_nothing_more(
         assert sent < 2 * request
         # Named again within retry_after of its failure: not even a hello.
         victim.received.clear()
-        again = _walk(target, victim.port(0), os.urandom(16))
-        assert await _send(node.endpoint, [again]) == [p.WalkOk(req=1)]
+        again = _walk(target, victim, victim.port(0), os.urandom(16))
+        assert await _send(node, [again]) == [p.WalkOk(req=1)]
         await victim.listen(1.5)
+        assert victim.received == []
+    finally:
+        victim.close()
+        node.stop()
+    assert "Traceback" not in node.log.read_text()
+
+
+async def test_a_walk_naming_a_third_party_with_a_made_up_key_sends_it_nothing(
+    tmp_path: Path,
+) -> None:
+    """The usual reflection attempt: an origin with the victim's address and a key the victim
+    does not hold. The relay's CurveZMQ handshake fails there, so not even a hello arrives."""
+    node = start_serve(tmp_path, "a", {f"file-{i:03}.txt": b"x" for i in range(50)})
+    victim = Victim(1)
+    try:
+        victim.key = os.urandom(32)  # the origin names a key the victim does not have
+        walk = _walk(node.node, victim, victim.port(0), os.urandom(16))
+        assert await _send(node, [walk]) == [p.WalkOk(req=1)]
+        await victim.listen(5.0)
         assert victim.received == []
     finally:
         victim.close()
@@ -115,8 +140,8 @@ async def test_walks_naming_many_ports_of_one_host_open_few_connections(tmp_path
     victim = Victim(10)
     try:
         target = node.node
-        walks = [_walk(target, victim.port(i), os.urandom(16)) for i in range(10)]
-        assert await _send(node.endpoint, walks) == [p.WalkOk(req=1)] * 10
+        walks = [_walk(target, victim, victim.port(i), os.urandom(16)) for i in range(10)]
+        assert await _send(node, walks) == [p.WalkOk(req=1)] * 10
         await victim.listen(1.5)
         greeted = {i for i, t, _ in victim.received if t == "hello"}
         assert len(greeted) <= MAX_UNVERIFIED_PER_HOST, greeted

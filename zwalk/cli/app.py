@@ -42,7 +42,10 @@ class App:
     @property
     def named(self) -> tuple[p.Address, ...]:
         """The --peer endpoints of this command, for a control request."""
-        return tuple(p.Address(host=e.host, port=e.port) for e in self.named_peers)
+        keys = self.cfg.keys
+        return tuple(
+            p.Address(host=e.host, port=e.port, key=keys.get(e, b"")) for e in self.named_peers
+        )
 
     @property
     def status_timeout(self) -> float:
@@ -101,12 +104,21 @@ def client_node(app: App, *, listen: bool = False, discover: bool = True) -> Nod
     cfg = replace(app.cfg, peers=tuple(e for e in app.cfg.peers if e not in app.named_peers))
     if listen:  # walkers report hits to it; it does not announce itself
         cfg = replace(cfg, port=0)
-    return Node(cfg, identity.ephemeral(), listen=listen, discover=discover, announce=False)
+    return Node(cfg, client_identity(cfg), listen=listen, discover=discover, announce=False)
+
+
+def client_identity(cfg: Config) -> identity.Identity:
+    """Whom a command's temporary node proves to be: a throw-away key in open mode (so it is
+    never mistaken for the serving node); in allowlist mode the node's own key, the one its
+    peers have listed."""
+    if cfg.trust == "allowlist":
+        return identity.load_or_create(cfg.data_dir)
+    return identity.ephemeral()
 
 
 async def meet_named(app: App, node: Node) -> None:
     """Say hello to the command's --peer peers and wait until each answered or failed."""
-    await node.peers.meet(app.named_peers, hello_wait(app.cfg))
+    await node.peers.meet(app.named_peers, timeout=hello_wait(app.cfg))
 
 
 def first_error(e: BaseException) -> BaseException:

@@ -16,14 +16,14 @@ import click
 from zeroconf import IPVersion, ServiceStateChange, Zeroconf
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
-from zwalk.cli.app import App, plural, run, running
+from zwalk.cli.app import App, client_identity, plural, run, running
 from zwalk.cli.main import global_options, make_app
 from zwalk.net import control
 from zwalk.net.diagnosis import describe_lost
 from zwalk.net.discovery import SERVICE_TYPE
 from zwalk.net.netif import default_addresses, ipv4_networks, resolve
 from zwalk.net.node import Node
-from zwalk.store import identity, state
+from zwalk.store import state
 from zwalk.store.config import DEFAULT_PORT, ConfigError
 
 IFF_MULTICAST = 0x1000
@@ -203,7 +203,7 @@ async def _others(app: App, addrs: list[str], exclude: bytes | None) -> list[Che
     if not addrs:
         return [Check("zwalk nodes", "warning", "no interface to look on")]
     cfg = replace(app.cfg, interfaces=tuple(addrs))
-    node = Node(cfg, identity.ephemeral(), listen=False, discover=True)
+    node = Node(cfg, client_identity(cfg), listen=False, discover=True)
     async with running(node):
         await node.peers.settle(max(1.5, cfg.discovery_wait))
         await node.peers.hear_back()

@@ -13,7 +13,7 @@ from typing import Any
 from zwalk.cli.app import App, describe, plural
 from zwalk.cli.render import TransferBar, peer_label
 from zwalk.cli.report import download_report, failure_report
-from zwalk.cli.searching import ask_local, holder_endpoints, search_again
+from zwalk.cli.searching import ask_local, holder_endpoints, holder_keys, search_again
 from zwalk.core import protocol as p
 from zwalk.core.query import Query
 from zwalk.core.search_options import SearchOptions
@@ -95,7 +95,7 @@ async def _holder_links(app: App, node: Node, f: p.FoundFile) -> list[PeerLink]:
     lose its SYN and more."""
     endpoints = holder_endpoints([f])
     if not any(node.peers.alive(ep) for ep in endpoints):
-        await node.peers.meet(endpoints, hello_wait(app.cfg))
+        await node.peers.meet(endpoints, holder_keys([f]), timeout=hello_wait(app.cfg))
     return [node.peers.links[ep] for ep in endpoints if ep in node.peers.links]
 
 
@@ -153,7 +153,9 @@ async def _gather_holders(
             if (h.host, h.port) in known or not h.port:
                 continue
             known.add((h.host, h.port))
-            ref = p.PeerRef(node=h.node, name=h.name, host=h.host, port=h.port)
+            if not h.key:
+                continue
+            ref = p.PeerRef(node=h.node, name=h.name, host=h.host, port=h.port, key=h.key)
             link = node.peers.link_to(ref)
             if link is None:
                 continue

@@ -16,6 +16,7 @@ import click
 from zwalk.cli.app import App, setup_logging
 from zwalk.store import config as config_mod
 from zwalk.store.config import ConfigError
+from zwalk.store.trust import TrustError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -64,8 +65,17 @@ def global_options(f: F) -> F:
             multiple=True,
             expose_value=False,
             callback=_store,
-            metavar="HOST:PORT",
-            help="A peer to talk to directly (repeatable).",
+            metavar="[KEY@]HOST:PORT",
+            help="A peer to talk to directly (repeatable). KEY@HOST:PORT, as `zwalk id` "
+            "prints it on that host; without KEY, its key is learned on first use and pinned.",
+        ),
+        click.option(
+            "--trust",
+            type=click.Choice(config_mod.TRUST_MODES),
+            expose_value=False,
+            callback=_store,
+            help="open: any node may join (ids are proven); allowlist: only the keys in "
+            "trusted.keys (zwalk trust add).",
         ),
         click.option(
             "-v",
@@ -96,9 +106,10 @@ def make_app(ctx: click.Context, *, check_interfaces: bool = True, **overrides: 
     path = explicit or config_mod.default_config_path()
     cfg = config_mod.load(path, required=bool(explicit))
     try:
-        peers = tuple(config_mod.parse_endpoint(x) for x in g["peer"])
+        given = [config_mod.parse_peer(x) for x in g["peer"]]
     except ConfigError as e:
         raise ConfigError(f"--peer: {e}") from None
+    peers = tuple(ep for ep, _ in given)
     try:
         interfaces = tuple(config_mod.check_interface(x) for x in g["interface"])
     except ConfigError as e:
@@ -107,6 +118,8 @@ def make_app(ctx: click.Context, *, check_interfaces: bool = True, **overrides: 
         data_dir=g.get("data_dir"),
         interfaces=interfaces or None,
         peers=(cfg.peers + peers) if peers else None,
+        peer_keys=(cfg.peer_keys + tuple((e, k) for e, k in given if k)) if given else None,
+        trust=g.get("trust"),
         **overrides,
     )
     config_mod.validate(cfg)
@@ -129,6 +142,8 @@ class ZwalkGroup(click.Group):
         "peers": "zwalk.cli.peers",
         "doctor": "zwalk.cli.doctor",
         "demo": "zwalk.cli.demo",
+        "id": "zwalk.cli.identity",
+        "trust": "zwalk.cli.trust",
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:
@@ -136,7 +151,8 @@ class ZwalkGroup(click.Group):
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name in self.LAZY:
-            command = getattr(importlib.import_module(self.LAZY[cmd_name]), cmd_name)
+            module = importlib.import_module(self.LAZY[cmd_name])
+            command = getattr(module, cmd_name, None) or getattr(module, cmd_name + "_")
             assert isinstance(command, click.Command)  # noqa: S101 - a table of our own
             return command
         return super().get_command(ctx, cmd_name)
@@ -154,7 +170,7 @@ class ZwalkGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except ConfigError as e:
+        except (ConfigError, TrustError) as e:
             click.echo(f"error: {e}", err=True)
             ctx.exit(EXIT_USAGE)
 

@@ -90,9 +90,15 @@ async def search(
         result = await ask_local(app, q, opts)
         if result is not None:
             holders = holder_endpoints(result.found)
-            dl_cfg = replace(cfg, peers=tuple(holders) + cfg.peers)
+            dl_cfg = replace(
+                cfg,
+                peers=tuple(holders) + cfg.peers,
+                peer_keys=tuple(holder_keys(result.found).items()) + cfg.peer_keys,
+            )
             node = await stack.enter_async_context(
-                running(Node(dl_cfg, identity.ephemeral(), listen=False))
+                # It fetches for the local node, as the local node: the key the holders
+                # know (and, in allowlist mode, have listed).
+                running(Node(dl_cfg, identity.load_or_create(cfg.data_dir), listen=False))
             )
             # Only the holders matter to this node: no need to wait for discovery to go quiet.
             # A new connection over a lossy link can lose its SYN (a 1 s retransmit) or more,
@@ -128,6 +134,11 @@ def holder_endpoints(found: list[p.FoundFile]) -> list[Endpoint]:
     return list(dict.fromkeys(Endpoint(h.host, h.port) for f in found for h in f.holders if h.port))
 
 
+def holder_keys(found: list[p.FoundFile]) -> dict[Endpoint, bytes]:
+    """The keys the holders proved to the node that found them."""
+    return {Endpoint(h.host, h.port): h.key for f in found for h in f.holders if h.port and h.key}
+
+
 async def search_again(
     app: App,
     q: Query,
@@ -149,6 +160,8 @@ async def search_again(
             result = await _search_from(node, q, opts)
         for f in result.found:
             if f.name == changed.name and f.cid not in seen:
-                await node.peers.meet(holder_endpoints([f]), hello_wait(app.cfg))
+                await node.peers.meet(
+                    holder_endpoints([f]), holder_keys([f]), timeout=hello_wait(app.cfg)
+                )
                 return f
     return None

@@ -25,6 +25,7 @@ from zwalk.core.fields import (
 from zwalk.core.limits import (
     HASH_BYTES,
     ID_BYTES,
+    KEY_BYTES,
     MAX_COUNT,
     MAX_DETAIL_BYTES,
     MAX_FAILURES,
@@ -91,9 +92,15 @@ class MemberInfo(Struct):
 class Address(Struct):
     """A peer endpoint a local user named (an IPv4 address or a host name, and a port)."""
 
-    SCHEMA = {"host": text(MAX_HOST_BYTES, min_chars=1), "port": uint(65535, minimum=1)}
+    SCHEMA = {
+        "host": text(MAX_HOST_BYTES, min_chars=1),
+        "port": uint(65535, minimum=1),
+        "key": blob(max_len=KEY_BYTES),
+    }
+    DEFAULTS = {"key": b""}
     host: str
     port: int
+    key: bytes = b""  # the key it must prove, when the user gave one (else first use)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -162,12 +169,15 @@ class Holder(Struct):
         "host": text(MAX_HOST_BYTES, min_chars=1),
         "port": uint(65535),
         "path": rel_path,
+        "key": blob(max_len=KEY_BYTES),
     }
+    DEFAULTS = {"key": b""}
     node: bytes
     name: str
     host: str
     port: int
     path: str
+    key: bytes = b""  # the public key the holder proved (empty: not known)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

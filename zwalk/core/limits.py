@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import ipaddress
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: CurveZMQ on every link, keys in gossip and walk origins
 
 ID_BYTES = 16  # node ids and query ids
 HASH_BYTES = 32  # BLAKE3 digest
+KEY_BYTES = 32  # a Curve25519 public key
 MAX_HEADER = 4608 * 1024  # one CBOR header frame between peers (the largest valid: 4,440,435)
 MAX_ITEMS = 16_384  # CBOR items declared in one such header (the largest valid: 11,273)
 MAX_CONTROL_HEADER = 8 * 1024 * 1024  # one header on the local control endpoint

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from zwalk.core.addresses import Endpoint, same_scope
+from zwalk.core.keys import matches
 from zwalk.core.limits import PROTOCOL_VERSION
 
 MAX_DETAIL = 200  # characters of "how we learned" detail kept per source
@@ -37,6 +38,7 @@ class State(enum.StrEnum):
 class Member:
     endpoint: Endpoint
     node: bytes | None = None  # unknown until the peer says hello-ok
+    pubkey: bytes | None = None  # the key we connect with: the node id is its hash
     name: str = ""
     incarnation: bytes = b""
     version: int | None = None
@@ -73,9 +75,11 @@ class Lost:
 
 @dataclass(frozen=True, slots=True)
 class Connect:
-    """Open a link to this endpoint and say hello."""
+    """Open a link to this endpoint and say hello. Without a key, the shell learns it first
+    (trust on first use) or gives up."""
 
     endpoint: Endpoint
+    key: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +137,7 @@ class Membership:
 
     # --- learning of peers ------------------------------------------------------------------
     def add_static(self, endpoints: Iterable[Endpoint], now: float) -> list[Action]:
+        """Peers the configuration names (the shell knows their keys, or learns them)."""
         out: list[Action] = []
         for ep in endpoints:
             self.static.add(ep)
@@ -157,9 +162,13 @@ class Membership:
         detail: str,
         now: float,
         incarnation: bytes | None = None,
+        key: bytes | None = None,
     ) -> list[Action]:
-        """mDNS, gossip or an inbound hello named a peer at an endpoint."""
+        """mDNS, gossip or an inbound hello named a peer at an endpoint, with the key its id
+        must be the hash of (a record whose id and key disagree is a forgery: ignored)."""
         detail = detail[:MAX_DETAIL]
+        if not matches(node, key):
+            return []
         if node == self.own:
             if how is Source.MDNS:  # first-hand: our own announcement; gossip could be a lie
                 self._self_endpoints.add(endpoint)
@@ -177,7 +186,7 @@ class Membership:
             # A new run of a node we know: forget the old one entirely, then meet the new one.
             learned = dict(current.learned)
             out += self._drop(current, "restarted", now)
-            out += self._learn(endpoint, how, detail, now, node=node)
+            out += self._learn(endpoint, how, detail, now, node=node, key=key)
             if endpoint in self.by_endpoint:
                 self.by_endpoint[endpoint].learned.update(learned)
             return out
@@ -187,38 +196,55 @@ class Membership:
             else:
                 current.learned.setdefault(how, detail)
                 return out
-        return out + self._learn(endpoint, how, detail, now, node=node)
+        return out + self._learn(endpoint, how, detail, now, node=node, key=key)
 
     def on_announced(
-        self, node: bytes, endpoint: Endpoint, detail: str, version: int, now: float
+        self, node: bytes, endpoint: Endpoint, detail: str, version: int, now: float, key: bytes
     ) -> list[Action]:
         """An mDNS record: a peer of another protocol version is not met (version gate)."""
         if version != PROTOCOL_VERSION and node != self.own:
             return []
-        return self.on_discovered(node, endpoint, Source.MDNS, detail, now)
+        return self.on_discovered(node, endpoint, Source.MDNS, detail, now, key=key)
 
     def on_gossip(
         self,
         teller: Endpoint,
         via: str,
-        peers: Iterable[tuple[bytes, Endpoint]],
-        usable: Callable[[Endpoint], bool],
+        peers: Iterable[tuple[bytes, Endpoint, bytes]],
+        usable: Callable[[Endpoint, bytes], bool],
         now: float,
     ) -> list[Action]:
         """Peers a hello-ok named: met if the address is in the teller's scope and `usable`
-        (on our chosen interfaces' subnets), and did not fail us a moment ago."""
+        (on our chosen interfaces' subnets, a key we admit), and did not fail us a moment ago."""
         out: list[Action] = []
-        for node, ep in peers:
-            if same_scope(ep.host, teller.host) and usable(ep):
-                out += self.on_discovered(node, ep, Source.GOSSIP, f"via {via}", now)
+        for node, ep, key in peers:
+            if same_scope(ep.host, teller.host) and usable(ep, key):
+                out += self.on_discovered(node, ep, Source.GOSSIP, f"via {via}", now, key=key)
         return out
+
+    def refuse(self, endpoint: Endpoint, node: bytes, how: Source, reason: str, now: float) -> None:
+        """A peer we will not meet (another protocol version, say): remembered with the reason,
+        so that a command can say why it is missing."""
+        self._remember(Lost(endpoint, node, "", {how: ""}, reason, now))
+
+    def set_key(self, endpoint: Endpoint, key: bytes) -> None:
+        """The key a member without one turned out to have (pinned, or learned on first use)."""
+        m = self.by_endpoint.get(endpoint)
+        if m is not None and m.pubkey is None:
+            m.pubkey = key
 
     def failed_recently(self, endpoint: Endpoint, now: float) -> bool:
         """Whether the endpoint failed us less than `retry_after` ago (not to be tried again)."""
         return now - self._failed.get(endpoint, -1e9) < self.retry_after
 
     def _learn(
-        self, ep: Endpoint, how: Source, detail: str, now: float, node: bytes | None
+        self,
+        ep: Endpoint,
+        how: Source,
+        detail: str,
+        now: float,
+        node: bytes | None,
+        key: bytes | None = None,
     ) -> list[Action]:
         if ep in self._self_endpoints:
             return []
@@ -226,12 +252,12 @@ class Membership:
         if m is None:
             if len(self.by_endpoint) >= self.max_members and how is not Source.STATIC:
                 return []  # full: only peers the user named still get in
-            m = Member(endpoint=ep, node=node, first_seen=now, hello_sent=now)
+            m = Member(endpoint=ep, node=node, pubkey=key, first_seen=now, hello_sent=now)
             m.learned[how] = detail
             self.by_endpoint[ep] = m
-            return [Connect(ep)]
+            return [Connect(ep, key)]
         m.learned.setdefault(how, detail)
-        if m.node is None and node is not None:
+        if m.node is None and node is not None and (m.pubkey is None or matches(node, m.pubkey)):
             m.node = node
         return []
 
@@ -261,6 +287,9 @@ class Membership:
         m = self.by_endpoint.get(endpoint)
         if m is None:
             return []
+        if m.pubkey is not None and not matches(node, m.pubkey):
+            why = "its hello-ok names another node than the key it proved"
+            return self._drop(m, why, now, failed=True)
         if node == self.own:
             self._self_endpoints.add(endpoint)
             return self._drop(m, "this is our own node", now)
@@ -366,11 +395,14 @@ class Membership:
         self.by_endpoint.pop(m.endpoint, None)
         self._failed[m.endpoint] = now
         if failed:
-            self.lost[m.endpoint] = Lost(m.endpoint, m.node, m.name, dict(m.learned), reason, now)
-            self.lost.move_to_end(m.endpoint)
-            while len(self.lost) > MAX_LOST:
-                self.lost.popitem(last=False)
+            self._remember(Lost(m.endpoint, m.node, m.name, dict(m.learned), reason, now))
         return [Disconnect(m.endpoint, reason)]
+
+    def _remember(self, lost: Lost) -> None:
+        self.lost[lost.endpoint] = lost
+        self.lost.move_to_end(lost.endpoint)
+        while len(self.lost) > MAX_LOST:
+            self.lost.popitem(last=False)
 
     @staticmethod
     def _rtt(m: Member, sample: float) -> None:

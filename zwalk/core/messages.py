@@ -34,6 +34,7 @@ from zwalk.core.limits import (
     HASH_BYTES,
     ID_BYTES,
     INC_BYTES,
+    KEY_BYTES,
     MAX_CHUNK_SIZE,
     MAX_CHUNKS,
     MAX_COUNT,
@@ -72,18 +73,21 @@ class Hit(Struct):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PeerRef(Struct):
-    """A peer one node tells another about (gossip)."""
+    """A peer one node tells another about (gossip, a walk's origin), with the public key that
+    its id must be the hash of: the receiver connects with that key, and CurveZMQ proves it."""
 
     SCHEMA = {
         "node": blob(exact=ID_BYTES),
         "name": text(MAX_TEXT_BYTES),
         "host": ipv4,
         "port": uint(65535, minimum=1),
+        "key": blob(exact=KEY_BYTES),
     }
     node: bytes
     name: str
     host: str
     port: int
+    key: bytes
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

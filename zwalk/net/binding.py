@@ -12,16 +12,21 @@ import zmq.asyncio
 from zwalk.core import protocol as p
 from zwalk.core.addresses import Endpoint
 from zwalk.net import control
+from zwalk.net.gate import serve_curve
 from zwalk.net.links import configure
 from zwalk.net.local import LOOPBACK
 from zwalk.net.netif import resolve
 from zwalk.store.config import Config
 
 
-def bind_router(ctx: zmq.asyncio.Context, cfg: Config) -> tuple[zmq.asyncio.Socket, list[Endpoint]]:
-    """The ROUTER every peer's messages come in on, bound on each chosen interface (or all)."""
+def bind_router(
+    ctx: zmq.asyncio.Context, cfg: Config, secret: bytes
+) -> tuple[zmq.asyncio.Socket, list[Endpoint]]:
+    """The ROUTER every peer's messages come in on, bound on each chosen interface (or all):
+    a CurveZMQ server with the node's secret key."""
     router = ctx.socket(zmq.ROUTER)
     configure(router)
+    serve_curve(router, secret)
     router.setsockopt(zmq.ROUTER_MANDATORY, 1)
     # Peers send it requests and reports, never chunk data: a frame over MAX_HEADER drops the
     # connection in libzmq, and each connection queues at most ROUTER_QUEUE messages (then

@@ -112,7 +112,7 @@ class ControlServer:
                 await self._status(rid, msg)
 
     async def _status(self, rid: bytes, msg: p.Status) -> None:
-        await self.peers.meet(_named(msg.peers), hello_wait(self.peers.cfg))
+        await self.peers.meet(*_named(msg.peers), timeout=hello_wait(self.peers.cfg))
         try:
             answer: p.Message = node_status(self.walks, msg.req)
         except Exception as e:  # a table we cannot describe must not stop the node
@@ -124,7 +124,7 @@ class ControlServer:
         opts = find_options(msg)
         query = Query(kind=msg.kind, pattern=msg.pattern, icase=msg.icase)
         try:
-            await self.peers.meet(_named(msg.peers), hello_wait(self.peers.cfg))
+            await self.peers.meet(*_named(msg.peers), timeout=hello_wait(self.peers.cfg))
             result = await run_find(self.walks, query, opts)
             result.errors = problems(self.peers.membership, self.peers.now())
             answer: p.Message = result.to_wire(msg.req)
@@ -164,7 +164,7 @@ def node_status(walks: WalkService, req: int = 0) -> p.StatusOk:
         node=local.node_id,
         name=local.name,
         endpoints=tuple(
-            p.PeerRef(node=local.node_id, name=local.name, host=e.host, port=e.port)
+            p.PeerRef(node=local.node_id, name=local.name, host=e.host, port=e.port, key=local.key)
             for e in local.reachable_at()
         )[:16],
         files=len(index),
@@ -175,5 +175,7 @@ def node_status(walks: WalkService, req: int = 0) -> p.StatusOk:
     )
 
 
-def _named(peers: Iterable[p.Address]) -> list[Endpoint]:
-    return [Endpoint(a.host, a.port) for a in peers]
+def _named(peers: Iterable[p.Address]) -> tuple[list[Endpoint], dict[Endpoint, bytes]]:
+    """The endpoints a local command named, and the keys it gave for some."""
+    eps = [Endpoint(a.host, a.port) for a in peers]
+    return eps, {Endpoint(a.host, a.port): a.key for a in peers if a.key}

@@ -18,6 +18,7 @@ from typing import Any
 
 from zeroconf import IPVersion, ServiceStateChange, Zeroconf
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
+from zmq.utils import z85
 
 from zwalk.core import protocol as p
 from zwalk.core.addresses import Endpoint
@@ -35,7 +36,8 @@ def instance_name(node: bytes) -> str:
     return f"zwalk-{node.hex()}.{SERVICE_TYPE}"
 
 
-Found = Callable[[bytes, Endpoint, str, int], None]  # node, endpoint, interface detail, version
+# node, endpoint, interface detail, version, public key (raw; empty if the record had none)
+Found = Callable[[bytes, Endpoint, str, int, bytes], None]
 Gone = Callable[[bytes], None]
 
 
@@ -160,6 +162,10 @@ class Discovery:
             version = int(props.get("v") or "0")
         except ValueError:
             node, version = b"", 0
+        try:
+            key = bytes(z85.decode((props.get("pk") or "").encode()))
+        except (ValueError, UnicodeEncodeError):
+            key = b""
         if len(node) != p.ID_BYTES:
             log.info("ignoring %s: no valid node id in its TXT record", name)
             return
@@ -171,7 +177,7 @@ class Discovery:
         detail = interface_for(addr, self.addresses)
         self._nodes[name] = node
         log.debug("mDNS: %s at %s:%d (%s)", node.hex()[:12], addr, info.port, detail or "?")
-        self._on_found(node, Endpoint(addr, info.port), detail or addr, version)
+        self._on_found(node, Endpoint(addr, info.port), detail or addr, version, key)
 
 
 def restrict_to(zc: Zeroconf, allowed: Callable[[str], bool]) -> None:

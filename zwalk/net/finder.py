@@ -80,7 +80,14 @@ def _holder(peers: PeerTable, peer: bytes, path: str) -> p.Holder:
     m = peers.membership.by_node(peer)
     if m is None:
         return p.Holder(node=peer, name="", host="?", port=0, path=path)
-    return p.Holder(node=peer, name=m.name, host=m.endpoint.host, port=m.endpoint.port, path=path)
+    return p.Holder(
+        node=peer,
+        name=m.name,
+        host=m.endpoint.host,
+        port=m.endpoint.port,
+        path=path,
+        key=m.pubkey or b"",
+    )
 
 
 def local_hits(index: ShareIndex, query: Query) -> list[p.LocalHit]:
@@ -117,6 +124,7 @@ async def run_find(walks: WalkService, query: Query, opts: SearchOptions) -> Fin
                     host=link.endpoint.host,
                     port=link.endpoint.port,
                     path=path,
+                    key=link.server_key,
                 )
                 for link, path in list(f.holders.items())[: p.MAX_GOSSIP]
             )

@@ -4,6 +4,9 @@
 # it (seconds on a slow link, long enough for the peer to be taken for dead); on a connection of
 # its own, a ping's answer waits only for the link's own queue. Both connections count as proof
 # of life: anything that arrives on either refreshes the peer's last-seen time.
+#
+# Every connection is a CurveZMQ client: it proves our key, and it talks only to the server that
+# proves the key we expect (a node whose id is that key's hash). Nothing else gets a byte.
 from __future__ import annotations
 
 import asyncio
@@ -15,13 +18,17 @@ from typing import Any
 
 import zmq
 import zmq.asyncio
+from zmq.utils import z85
 
 from zwalk.core import protocol as p
 from zwalk.core.addresses import Endpoint
+from zwalk.core.keys import node_id_for
+from zwalk.store.identity import Identity
 
 log = logging.getLogger(__name__)
 
 HWM = 256  # messages queued per socket before a send fails (and the peer counts as gone)
+HANDSHAKE_MS = 5000  # a connection that has not finished its CurveZMQ handshake by then is closed
 
 
 class PeerError(Exception):
@@ -39,6 +46,7 @@ class PeerGone(PeerError):
 
 def configure(sock: zmq.Socket[Any]) -> None:
     sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.HANDSHAKE_IVL, HANDSHAKE_MS)
     sock.setsockopt(zmq.MAXMSGSIZE, p.MAX_FRAME)
     sock.setsockopt(zmq.SNDHWM, HWM)
     sock.setsockopt(zmq.RCVHWM, HWM)
@@ -64,7 +72,8 @@ class PeerLink:
         ctx: zmq.asyncio.Context,
         endpoint: Endpoint,
         *,
-        node_id: bytes,
+        identity: Identity,
+        server_key: bytes,
         req_ids: Callable[[], int],
         on_reply: Callable[[Endpoint], None] | None = None,
     ) -> None:
@@ -73,18 +82,10 @@ class PeerLink:
         self.rtt: float | None = None  # seconds the hello took
         self._next_req = req_ids
         self._on_reply = on_reply
-        self.sock = ctx.socket(zmq.DEALER)
-        configure(self.sock)
-        # Node id first (so the peer knows who talks), then a per-link suffix: two links from
-        # one node to one peer (two addresses) must not collide on the peer's ROUTER.
-        try:
-            self.sock.setsockopt(zmq.ROUTING_ID, node_id + os.urandom(4))
-            self.sock.connect(endpoint.zmq)
-        except zmq.ZMQError:
-            self.sock.close(linger=0)  # an open socket would keep the context from ending
-            raise
-        self._node_id = node_id
+        self.server_key = server_key
+        self._identity = identity
         self._ctx = ctx
+        self.sock = self._connect()
         self._bulk: zmq.asyncio.Socket | None = None  # chunk requests, once there is one
         self._bulk_opened = asyncio.Event()
         self._pending: dict[int, asyncio.Future[p.Message]] = {}
@@ -108,17 +109,26 @@ class PeerLink:
         if isinstance(sent, asyncio.Future) and sent.done() and sent.exception() is not None:
             raise PeerGone("send queue full")
 
+    def _connect(self) -> zmq.asyncio.Socket:
+        sock = self._ctx.socket(zmq.DEALER)
+        configure(sock)
+        try:
+            sock.curve_secretkey = self._identity.secret
+            sock.curve_publickey = self._identity.public
+            sock.curve_serverkey = z85.encode(self.server_key)
+            # Node id first (for a person reading a log), then a per-link suffix: two links
+            # from one node to one peer must not collide on the peer's ROUTER. The peer takes
+            # who we are from the key we prove, never from this.
+            sock.setsockopt(zmq.ROUTING_ID, self._identity.node_id + os.urandom(4))
+            sock.connect(self.endpoint.zmq)
+        except zmq.ZMQError:
+            sock.close(linger=0)  # an open socket would keep the context from ending
+            raise
+        return sock
+
     def _bulk_socket(self) -> zmq.asyncio.Socket:
         if self._bulk is None:
-            sock = self._ctx.socket(zmq.DEALER)
-            configure(sock)
-            try:
-                sock.setsockopt(zmq.ROUTING_ID, self._node_id + os.urandom(4))
-                sock.connect(self.endpoint.zmq)
-            except zmq.ZMQError:
-                sock.close(linger=0)
-                raise
-            self._bulk = sock
+            self._bulk = self._connect()
             self._bulk_opened.set()
         return self._bulk
 
@@ -188,6 +198,8 @@ class PeerLink:
         reply = await self.request(hello, timeout)
         if not isinstance(reply, p.HelloOk):
             raise PeerError(f"answered hello with {reply.TYPE}")
+        if reply.node != node_id_for(self.server_key):
+            raise PeerError("its hello-ok names another node than the key it proved")
         self.rtt = asyncio.get_running_loop().time() - started  # a small request, both ways
         self.info = PeerInfo(reply.node, reply.name, reply.files, self.endpoint)
         return reply

@@ -28,6 +28,10 @@ class Local:
         return self.identity.node_id
 
     @property
+    def key(self) -> bytes:
+        return self.identity.key
+
+    @property
     def port(self) -> int:
         return self.endpoints[0].port if self.endpoints else 0
 
@@ -61,4 +65,6 @@ class Local:
         hosts = [e.host for e in self.reachable_at()]
         hosts += self.mdns_addresses or default_addresses() or [LOOPBACK]
         host = next(h for h in hosts if gossipable(h))
-        return p.PeerRef(node=self.node_id, name=self.name, host=host, port=self.port or 1)
+        return p.PeerRef(
+            node=self.node_id, name=self.name, host=host, port=self.port or 1, key=self.key
+        )

@@ -9,8 +9,9 @@
 #   ControlServer  `zwalk peers` and `find` asking this node (net/control.py)
 #
 # One ROUTER bound per node takes everything that comes in; one DEALER per peer carries what goes
-# out, with our node id leading its routing id (ZeroMQ's Harmony pattern). Sends never block: a
-# peer whose queue is full is treated as gone. Disk work and hashing go to worker threads.
+# out (ZeroMQ's Harmony pattern). Every peer connection is CurveZMQ, the ROUTER a server with our
+# long-term key and ZAP (net/gate.py) deciding who may connect. Sends never block: a peer whose
+# queue is full is treated as gone. Disk work and hashing go to worker threads.
 from __future__ import annotations
 
 import asyncio
@@ -31,6 +32,8 @@ from zwalk.net import control
 from zwalk.net.binding import bind_control, bind_router
 from zwalk.net.diagnosis import problems
 from zwalk.net.finder import FindResult, run_find
+from zwalk.net.gate import Gate
+from zwalk.net.keyservice import serve_keys
 from zwalk.net.local import LOOPBACK, Local
 from zwalk.net.netif import default_addresses, resolve
 from zwalk.net.peers import BYE_LINGER_MS, PeerTable
@@ -70,7 +73,8 @@ class Node:
         self.state_dir = state_dir  # where node.json and the control endpoint live while serving
         self.ctx = zmq.asyncio.Context()
         self.local = Local(identity, cfg.name, listen)
-        self.peers = PeerTable(self.ctx, cfg, self.local, self.spawn)
+        self.gate = Gate(cfg.trust, cfg.allowlist, identity.key)
+        self.peers = PeerTable(self.ctx, cfg, self.local, self.spawn, self.gate)
         self.shares = Shares(cfg, [Path(s) for s in shares], self.spawn, self._write_state)
         self.walks = WalkService(self.local, self.peers, self.shares, self.spawn, cfg.reply_timeout)
         self.discovery: Discovery | None = None
@@ -78,6 +82,7 @@ class Node:
         self._closing = False
         self._lock: state.DataDirLock | None = None
         self._sockets: list[zmq.asyncio.Socket] = []
+        self._transports: list[asyncio.DatagramTransport] = []
         self._control_endpoint = ""
         self._token = secrets.token_bytes(p.TOKEN_BYTES)
 
@@ -108,10 +113,12 @@ class Node:
         if self.local.listen:
             if self.state_dir is not None:
                 self._lock = state.DataDirLock(self.state_dir)  # before touching its files
+            self.gate.start(self.ctx)  # before the ROUTER binds: no handshake goes unchecked
             router = self.Router(
                 self._bind(), self.local, self.peers, self.shares, self.walks, self.spawn
             )
             tg.create_task(router.serve())
+            self._transports = await serve_keys(self.local.endpoints, self.identity.key)
             if self.state_dir is not None:
                 server = control.ControlServer(self._bind_control(), self._token, self.walks)
                 tg.create_task(server.serve())
@@ -178,13 +185,16 @@ class Node:
             state.remove_state(self.state_dir)
         if self._lock is not None:
             self._lock.release()
+        for transport in self._transports:
+            transport.close()
         for sock in self._sockets:
             sock.close(linger=0)
+        self.gate.stop()
         # Waits up to BYE_LINGER_MS for the byes to go out, and never longer.
         await asyncio.to_thread(self.ctx.destroy, BYE_LINGER_MS)
 
     def _bind(self) -> zmq.asyncio.Socket:
-        sock, endpoints = bind_router(self.ctx, self.cfg)
+        sock, endpoints = bind_router(self.ctx, self.cfg, self.identity.secret)
         self._sockets.append(sock)
         self.local.endpoints += endpoints
         return sock

@@ -1,6 +1,11 @@
 # The peer table: the sans-IO membership core and one link per peer endpoint, kept in step.
 # Membership decides (connect, ping, drop); this shell carries it out over the links, greets
 # each new peer, pings the quiet ones, and lets commands wait for the table to change.
+#
+# Each link needs the key its peer must prove. mDNS, gossip and walk origins carry it (and a
+# row whose id is not its key's hash is ignored), a user gives it (KEY@HOST:PORT), or, for a
+# plain HOST:PORT, it is learned on first use and pinned (net/keyservice.py, store/trust.py).
+# In allowlist mode a key not on the list is never met, nor told to anyone.
 from __future__ import annotations
 
 import asyncio
@@ -10,7 +15,7 @@ import itertools
 import logging
 import random
 import time
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from typing import Any
 
 import zmq
@@ -18,11 +23,15 @@ import zmq.asyncio
 
 from zwalk.core import protocol as p
 from zwalk.core.addresses import Endpoint, gossipable, within
+from zwalk.core.keys import matches
 from zwalk.core.membership import Action, Connect, Disconnect, Membership, Ping, Source, State
 from zwalk.net.diagnosis import diagnose, hello_wait
+from zwalk.net.gate import Gate
 from zwalk.net.links import PeerError, PeerLink
 from zwalk.net.local import Local
 from zwalk.net.netif import ipv4_networks, resolve
+from zwalk.net.pinning import Unknown, key_for
+from zwalk.store import trust
 from zwalk.store.config import Config
 
 log = logging.getLogger(__name__)
@@ -34,11 +43,16 @@ Spawn = Callable[[Coroutine[Any, Any, None]], "asyncio.Task[None] | None"]
 
 
 class PeerTable:
-    def __init__(self, ctx: zmq.asyncio.Context, cfg: Config, local: Local, spawn: Spawn) -> None:
+    def __init__(
+        self, ctx: zmq.asyncio.Context, cfg: Config, local: Local, spawn: Spawn, gate: Gate
+    ) -> None:
         self.ctx = ctx
         self.cfg = cfg
         self.local = local
         self.spawn = spawn
+        self.gate = gate
+        self.given_keys: dict[Endpoint, bytes] = cfg.keys  # KEY@HOST:PORT from the user
+        self._first_use: dict[Endpoint, bytes] = {}  # learned, to pin once the hello proves it
         self.links: dict[Endpoint, PeerLink] = {}
         self.membership = Membership(
             local.node_id,
@@ -61,27 +75,40 @@ class PeerTable:
         return time.monotonic()
 
     # --- what we learn ----------------------------------------------------------------------
-    def on_found(self, node: bytes, ep: Endpoint, detail: str, version: int) -> None:
+    def on_found(self, node: bytes, ep: Endpoint, detail: str, version: int, key: bytes) -> None:
         """An mDNS record."""
         if node == self.local.node_id and not self.local.is_own(ep):
             log.info("ignoring an announcement of our own node id at %s", ep)
             return
-        actions = self.membership.on_announced(node, ep, detail, version, self.now())
-        if version != p.PROTOCOL_VERSION and node != self.local.node_id:
-            log.info("ignoring %s at %s: protocol version %d", node.hex()[:12], ep, version)
-        self.apply(actions)
+        if node != self.local.node_id:
+            if version != p.PROTOCOL_VERSION:
+                why = f"it speaks protocol version {version}, this node {p.PROTOCOL_VERSION}" + (
+                    " (unencrypted, no longer accepted: upgrade zwalk there)" if version < 2 else ""
+                )
+                if ep not in self.membership.lost:
+                    log.warning("ignoring %s at %s: %s", node.hex()[:12], ep, why)
+                self.membership.refuse(ep, node, Source.MDNS, why, self.now())
+                return
+            if not matches(node, key):
+                log.warning("ignoring an mDNS record at %s: its id is not its key's", ep)
+                return
+            if not self.gate.admits(key):
+                log.info("ignoring %s at %s: %s", node.hex()[:12], ep, self.gate.why_not(key))
+                return
+        self.apply(self.membership.on_announced(node, ep, detail, version, self.now(), key))
 
     def on_gone(self, node: bytes) -> None:
         """An mDNS goodbye."""
         self.apply(self.membership.on_mdns_removed(node, self.now()))
 
-    def on_hello(self, msg: p.Hello, host: str) -> None:
-        """A peer said hello to us from `host`: if it listens, we may talk back."""
+    def on_hello(self, msg: p.Hello, host: str, key: bytes) -> None:
+        """A peer that proved `key` said hello to us from `host`: if it listens, we may talk
+        back, expecting the same key there."""
         ep = Endpoint(host, msg.port)
         if msg.port and self.reachable(ep):
             self.apply(
                 self.membership.on_discovered(
-                    msg.node, ep, Source.INBOUND, "", self.now(), incarnation=msg.inc
+                    msg.node, ep, Source.INBOUND, "", self.now(), incarnation=msg.inc, key=key
                 )
             )
 
@@ -107,14 +134,12 @@ class PeerTable:
     def apply(self, actions: list[Action]) -> None:
         for action in actions:
             match action:
-                case Connect(endpoint=ep):
-                    try:
-                        link = self._link(ep)
-                    except zmq.ZMQError as e:  # out of sockets, or an address zmq refuses
-                        log.warning("cannot open a link to %s: %s", ep, e)
-                        self.apply(self.membership.on_unreachable(ep, str(e), self.now()))
-                        continue
-                    self.spawn(self._greet(link))
+                case Connect(endpoint=ep, key=key):
+                    key = key or self.given_keys.get(ep)
+                    if key is None:
+                        self.spawn(self._first_meeting(ep))
+                    else:
+                        self._open(ep, key)
                 case Ping(endpoint=ep):
                     if ep in self.links:
                         self.spawn(self._ping(self.links[ep]))
@@ -130,13 +155,44 @@ class PeerTable:
             self._changed_now()
             self._wake.set()
 
-    def _link(self, ep: Endpoint) -> PeerLink:
+    def _open(self, ep: Endpoint, key: bytes) -> None:
+        """Link to `ep`, expecting it to prove `key`, and say hello."""
+        if not self.gate.admits(key):
+            self.apply(self.membership.on_unreachable(ep, self.gate.why_not(key), self.now()))
+            return
+        self.membership.set_key(ep, key)
+        try:
+            link = self._link(ep, key)
+        except zmq.ZMQError as e:  # out of sockets, or an address zmq refuses
+            log.warning("cannot open a link to %s: %s", ep, e)
+            self.apply(self.membership.on_unreachable(ep, str(e), self.now()))
+            return
+        self.spawn(self._greet(link))
+
+    async def _first_meeting(self, ep: Endpoint) -> None:
+        """A peer named without its key: the key pinned for it, or learned now."""
+        try:
+            key, first = await key_for(ep, self.cfg.pins, self.cfg.reply_timeout)
+        except Unknown as e:
+            if ep in self.membership.by_endpoint:
+                # Nothing there at all says more than "no key": what TCP says, if it says no.
+                why = (await diagnose(ep) if not e.pinned else None) or str(e)
+                self.apply(self.membership.on_unreachable(ep, why, self.now()))
+            return
+        if ep not in self.membership.by_endpoint:
+            return  # dropped meanwhile
+        if first:
+            self._first_use[ep] = key
+        self._open(ep, key)
+
+    def _link(self, ep: Endpoint, key: bytes) -> PeerLink:
         link = self.links.get(ep)
         if link is None or link.closed:
             link = PeerLink(
                 self.ctx,
                 ep,
-                node_id=self.local.node_id,
+                identity=self.local.identity,
+                server_key=key,
                 req_ids=lambda: next(self._req_ids),
                 on_reply=lambda e: self.membership.on_reply(e, self.now()),
             )
@@ -157,7 +213,8 @@ class PeerTable:
             if isinstance(e, TimeoutError):
                 why = await diagnose(ep) or (
                     f"no answer to hello within {self.cfg.reply_timeout:g} s, though it "
-                    "accepts connections (not a zwalk node, or an incompatible one?)"
+                    "accepts connections (not a zwalk node, one of another version, or one "
+                    "with another key than the one we expect?)"
                 )
             if self.links.get(ep) is link:
                 self.apply(self.membership.on_unreachable(ep, why, self.now()))
@@ -174,10 +231,21 @@ class PeerTable:
             version=p.PROTOCOL_VERSION,
             now=now,
         )
-        told = [(ref.node, Endpoint(ref.host, ref.port)) for ref in reply.peers]
-        actions += self.membership.on_gossip(ep, reply.name, told, self.reachable, now)
+        told = [(ref.node, Endpoint(ref.host, ref.port), ref.key) for ref in reply.peers]
+        actions += self.membership.on_gossip(ep, reply.name, told, self._may_meet, now)
         self.apply(actions)
         self._changed_now()
+        first = self._first_use.pop(ep, None)
+        if first is not None and self.alive(ep):  # the hello proved the key: pin it
+            try:
+                await asyncio.to_thread(trust.pin, self.cfg.pins, ep, first)
+            except OSError as e:
+                log.warning("cannot pin the key of %s in %s: %s", ep, self.cfg.pins, e)
+            else:
+                log.info("pinned the key of %s (first use) in %s", ep, self.cfg.pins)
+
+    def _may_meet(self, ep: Endpoint, key: bytes) -> bool:
+        return self.reachable(ep) and self.gate.admits(key)
 
     async def _ping(self, link: PeerLink) -> None:
         try:
@@ -258,10 +326,18 @@ class PeerTable:
             if await self.next_change(until - now):
                 last_change = loop.time()
 
-    async def meet(self, endpoints: Iterable[Endpoint], timeout: float) -> None:
-        """Say hello to peers a local command named, and wait (at most `timeout`) until each
-        has answered or failed; those that failed are in `membership.lost`, with the reason."""
+    async def meet(
+        self,
+        endpoints: Iterable[Endpoint],
+        keys: Mapping[Endpoint, bytes] | None = None,
+        *,
+        timeout: float,
+    ) -> None:
+        """Say hello to peers a local command named (with the keys it gave, if any), and wait
+        (at most `timeout`) until each has answered or failed; those that failed are in
+        `membership.lost`, with the reason."""
         eps = list(dict.fromkeys(endpoints))
+        self.given_keys.update(keys or {})
         if eps:
             self.apply(self.membership.add_named(eps, self.now()))
             await self.wait_until(lambda: self.answered(eps), timeout)
@@ -303,7 +379,11 @@ class PeerTable:
             ]
             if len(waiting) >= MAX_UNVERIFIED_PER_HOST:
                 return None
-        self.apply(self.membership.on_discovered(ref.node, ep, Source.INBOUND, "", now))
+        if not self.gate.admits(ref.key):
+            return None
+        self.apply(
+            self.membership.on_discovered(ref.node, ep, Source.INBOUND, "", now, key=ref.key)
+        )
         link = self.links.get(ep)
         return link if link is not None and not link.closed else None
 
@@ -312,9 +392,14 @@ class PeerTable:
 
     def gossip(self, exclude: bytes) -> tuple[p.PeerRef, ...]:
         refs = [
-            p.PeerRef(node=m.node, name=m.name, host=m.endpoint.host, port=m.endpoint.port)
+            p.PeerRef(
+                node=m.node, name=m.name, host=m.endpoint.host, port=m.endpoint.port, key=m.pubkey
+            )
             for m in self.membership.alive()
-            if m.node is not None and m.node != exclude and gossipable(m.endpoint.host)
+            if m.node is not None
+            and m.pubkey is not None
+            and m.node != exclude
+            and gossipable(m.endpoint.host)
         ]
         random.shuffle(refs)
         return tuple(refs[: p.MAX_GOSSIP])

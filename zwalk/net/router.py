@@ -2,6 +2,9 @@
 # gated (notifications, hello checks, the busy limit) and answered through the sans-IO
 # responder; chunk data is read off the event loop into pooled buffers and sent without a copy.
 #
+# Who sent a message is the key its connection proved in the CurveZMQ handshake (the User-Id
+# ZAP gave it, net/gate.py); the routing id is only where the reply goes.
+#
 # Errors split as h11 splits them: a malformed message is the peer's fault and gets the
 # protocol's error answer when its request id could be read (docs/PROTOCOL.md section 8); a bug
 # of ours in decoding or answering is logged with its traceback and answered as internal.
@@ -68,7 +71,11 @@ class Router:
         if len(frames) < 2:
             return
         rid = frames[0].bytes
-        sender = rid[: p.ID_BYTES]
+        user = str(frames[1].get("User-Id") or "")
+        sender = self.peers.gate.sender(user)
+        if sender is None:  # not through the handshake: no CurveZMQ socket lets this happen
+            log.error("a message with no authenticated sender: dropped")
+            return
         self.peers.on_traffic(sender)
         try:
             msg = p.decode([f.buffer for f in frames[1:]])
@@ -90,12 +97,13 @@ class Router:
             return
         if isinstance(msg, p.Hello):
             if msg.node != sender:
-                await reply(
-                    self.sock, rid, _bad(msg.req, "hello node id differs from the routing id")
-                )
+                why = "hello names another node than the key this connection proved"
+                await reply(self.sock, rid, _bad(msg.req, why))
                 return
             # The address the connection came from (libzmq's Peer-Address frame property).
-            self.peers.on_hello(msg, str(frames[1].get("Peer-Address")))
+            self.peers.on_hello(
+                msg, str(frames[1].get("Peer-Address")), self.peers.gate.key_of(user)
+            )
         if not isinstance(msg, p.REQUESTS):
             why = (
                 "control requests go to the control endpoint"
@@ -117,7 +125,7 @@ class Router:
             await reply(self.sock, rid, busy)
             return
         await self._request_slots.acquire()
-        self.spawn(self._handle(rid, msg))
+        self.spawn(self._handle(rid, msg, sender))
 
     def answer(self, msg: p.Message, sender: bytes) -> responder.Answer:
         """What the node answers one request (walk messages go to the walk shell)."""
@@ -137,9 +145,9 @@ class Router:
         answer = self.answer(msg, sender)
         return await self._read(answer) if isinstance(answer, responder.ReadSpan) else answer
 
-    async def _handle(self, rid: bytes, msg: p.Message) -> None:
+    async def _handle(self, rid: bytes, msg: p.Message, sender: bytes) -> None:
         try:
-            out = await self.respond(msg, rid[: p.ID_BYTES])
+            out = await self.respond(msg, sender)
         except Exception as e:  # a handler bug must not take the node down
             log.exception("error answering %s", msg.TYPE)
             out = _internal(msg.req, e)

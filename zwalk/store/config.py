@@ -12,18 +12,34 @@ from typing import Any
 
 import platformdirs
 
+from zwalk.core import keys
 from zwalk.core import protocol as p
 from zwalk.core import sources as transfer
 from zwalk.core.addresses import Endpoint
 from zwalk.core.search_options import SEARCH_DEFAULTS
 from zwalk.core.sources import TransferOptions
+from zwalk.store import trust
 
 DEFAULT_PORT = 47474
+TRUST_MODES = ("open", "allowlist")
 APP = "zwalk"
 
 
 class ConfigError(Exception):
     """Bad configuration or usage; the CLI reports it and exits with status 2."""
+
+
+def parse_peer(text: str) -> tuple[Endpoint, bytes | None]:
+    """KEY@HOST:PORT (the line `zwalk id` prints), or HOST:PORT / HOST whose key is learned
+    on first use."""
+    key_text, at, rest = text.strip().partition("@")
+    if not at:
+        return parse_endpoint(text), None
+    try:
+        key = keys.from_text(key_text)
+    except keys.BadKey as e:
+        raise ConfigError(f"{e} in the peer {text.strip()!r}") from None
+    return parse_endpoint(rest), key
 
 
 def parse_endpoint(text: str) -> Endpoint:
@@ -52,6 +68,8 @@ class Config:
     port: int = DEFAULT_PORT
     interfaces: tuple[str, ...] = ()
     peers: tuple[Endpoint, ...] = ()
+    peer_keys: tuple[tuple[Endpoint, bytes], ...] = ()  # the keys static peers were given with
+    trust: str = "open"  # or "allowlist": only the keys in the data dir's trusted.keys
     shares: tuple[Path, ...] = ()
     chunk_size: int = 1024 * 1024
     rescan_interval: float = 30.0
@@ -77,6 +95,18 @@ class Config:
     def with_overrides(self, **changes: Any) -> Config:
         """Flags win over the file; None means the flag was not given."""
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    @property
+    def keys(self) -> dict[Endpoint, bytes]:
+        return dict(self.peer_keys)
+
+    @property
+    def allowlist(self) -> Path:
+        return self.data_dir / trust.ALLOWLIST_FILE
+
+    @property
+    def pins(self) -> Path:
+        return self.data_dir / trust.PINS_FILE
 
     @property
     def index_cache(self) -> Path:
@@ -182,11 +212,17 @@ def _interfaces(text: str, base: Path) -> tuple[str, ...]:
         raise ValueError(f"{e}; want IPv4 addresses or interface names, comma-separated") from None
 
 
-def _peers(text: str, base: Path) -> tuple[Endpoint, ...]:
+def _peers(text: str, base: Path) -> tuple[tuple[Endpoint, bytes | None], ...]:
     try:
-        return tuple(parse_endpoint(x) for x in _list(text))
+        return tuple(parse_peer(x) for x in _list(text))
     except ConfigError as e:
-        raise ValueError(f"{e}; want HOST:PORT (or HOST) entries, comma-separated") from None
+        raise ValueError(f"{e}; want KEY@HOST:PORT or HOST:PORT entries, comma-separated") from None
+
+
+def _trust(text: str, base: Path) -> str:
+    if text not in TRUST_MODES:
+        raise ValueError(f"want one of {', '.join(TRUST_MODES)}")
+    return text
 
 
 def _dir_from_file(text: str, base: Path) -> Path | None:
@@ -222,6 +258,7 @@ KEYS: dict[tuple[str, str], tuple[str, Parse]] = {
     ("share", "downloads"): ("downloads", _dir_from_cwd),
     ("share", "links"): ("links", _links),
     ("peers", "static"): ("peers", _peers),
+    ("trust", "mode"): ("trust", _trust),
     ("find", "timeout"): ("find_timeout", _seconds),
     ("find", "reply_timeout"): ("reply_timeout", _seconds),
     ("find", "strategy"): ("strategy", _strategy),
@@ -289,6 +326,10 @@ def load(path: Path | None, *, required: bool = False) -> Config:
                 raise ConfigError(f"{path}: [{section}] {key} = {text.strip()!r}: {e}") from None
             if value is not None:
                 changes[name] = value
+    if "peers" in changes:  # (endpoint, key or None) pairs: the endpoints, and the keys given
+        pairs = changes["peers"]
+        changes["peers"] = tuple(ep for ep, _ in pairs)
+        changes["peer_keys"] = tuple((ep, k) for ep, k in pairs if k is not None)
     out = replace(cfg, **changes)
     try:
         validate(out)

@@ -1,16 +1,15 @@
 # A node's long-term identity: a CurveZMQ key pair kept in the data dir, and the node id derived
-# from its public key (so an id cannot be claimed without the key; CurveZMQ itself comes later).
+# from its public key (core/keys.py), which CurveZMQ proves on every connection.
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import blake3
 import zmq
 from zmq.utils import z85
 
-from zwalk.core.protocol import ID_BYTES
+from zwalk.core.keys import node_id_for
 
 SECRET_FILE = "node.key"  # noqa: S105 -- a file name, not a secret
 PUBLIC_FILE = "node.pub"
@@ -22,16 +21,17 @@ class Identity:
     secret: bytes
 
     @property
+    def key(self) -> bytes:
+        """The raw public key (32 bytes)."""
+        return z85.decode(self.public)
+
+    @property
     def node_id(self) -> bytes:
-        return node_id_for(self.public)
+        return node_id_for(self.key)
 
     @property
     def short(self) -> str:
         return self.node_id.hex()[:12]
-
-
-def node_id_for(public: bytes) -> bytes:
-    return blake3.blake3(z85.decode(public)).digest()[:ID_BYTES]
 
 
 def ephemeral() -> Identity:
