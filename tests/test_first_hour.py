@@ -256,7 +256,7 @@ def test_serving_a_home_folder_warns_that_it_goes_to_the_whole_lan(tmp_path: Pat
     finally:
         proc.terminate()
         proc.wait(timeout=10)
-    assert "holds your whole home folder" in first and "unencrypted" in first, first
+    assert "holds your whole home folder" in first and "open trust mode" in first, first
 
 
 # --- peers that do not answer ----------------------------------------------------------------

@@ -42,7 +42,8 @@ def serve(
     """Share DIRS (default: the current folder) and answer peers until Ctrl-C.
 
     Everything in the shared folders (but hidden files, .part files and the download folder)
-    can be listed and fetched by anyone on the LAN; nothing is encrypted yet."""
+    can be searched and fetched by any node on the LAN (every link is encrypted; --trust
+    allowlist admits only the keys in trusted.keys)."""
     if name is not None and not 0 < len(name.encode()) <= MAX_TEXT_BYTES:
         raise click.BadParameter("must be 1 to 1024 bytes", param_hint="--name")
     app = make_app(ctx, port=port, name=name, downloads=downloads)
@@ -63,9 +64,9 @@ def _exposure(shares: list[Path]) -> str:
         where = share.resolve()
         if where == home or home.is_relative_to(where):
             return (
-                f"sharing {where}, which holds your whole home folder, with everyone on this LAN,"
-                " unencrypted: anyone on the network can list and fetch these files. To share "
-                "less, name a folder: zwalk serve ~/Public"
+                f"sharing {where}, which holds your whole home folder, with everyone on this LAN:"
+                " in open trust mode any node on the network can search and fetch these files."
+                " To share less, name a folder: zwalk serve ~/Public"
             )
     return ""
 
