@@ -116,9 +116,15 @@ def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
 
 
 @contextmanager
-def process(cmd: Sequence[str], log: Path | None = None) -> Iterator[subprocess.Popen[bytes]]:
+def process(
+    cmd: Sequence[str],
+    log: Path | None = None,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A process for the length of a `with`: SIGTERM at the end, then kill."""
     out = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd)
     try:
         yield proc
     finally:
