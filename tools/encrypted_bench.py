@@ -45,6 +45,7 @@ sys.path.insert(0, str(TOOLS))
 
 from transfer_bench import (  # noqa: E402
     LOOPBACK,
+    file_args,
     file_cid,
     free_port,
     make_file,
@@ -120,12 +121,13 @@ class Stack:
                 "--data-dir",
                 str(data),
             )
-            # cwd: `python -m` puts it first on sys.path, before PYTHONPATH
             log = self.base / f"{role}.log"
-            stack.enter_context(process(cmd, log, env=self.env, cwd=self.base))
+            stack.enter_context(process(cmd, log, env=self.env, cwd=self.base))  # cwd: see run
         wait_until(lambda: _files(self.source_data) == 1, 180, f"{self.name}: source indexed")
         wait_until(self._sees_source, 60, f"{self.name}: the local node to see the source")
 
+    # Through the tree's own commands, not transfer_bench's control client: that speaks this
+    # checkout's control protocol, which an older tree's node need not.
     def _sees_source(self) -> bool:
         r = self.run("peers", "--json", "--data-dir", str(self.local_data), timeout=30)
         try:
@@ -224,11 +226,7 @@ class Sshd:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--size", default="2G", help="file size, e.g. 512M, 2G (default 2G)")
-    ap.add_argument("--rounds", type=int, default=3, help="counted rounds, after one warm-up")
-    tmpfs = Path("/dev/shm")  # noqa: S108 - a private folder is made inside it
-    ap.add_argument("--dir", type=Path, default=tmpfs, help="tmpfs for both sides")
+    ap = file_args(argparse.ArgumentParser(description=__doc__.split("\n\n")[0]))
     ap.add_argument("--plain-commit", default="1142b0d", help="the tree before encryption")
     ap.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     args = ap.parse_args(argv)

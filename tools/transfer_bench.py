@@ -201,12 +201,17 @@ def make_file(path: Path, size: int) -> None:
             left -= n
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def file_args(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """--size, --rounds and --dir: one file, copied a number of times, on one tmpfs."""
     ap.add_argument("--size", default="2G", help="file size, e.g. 512M, 2G (default 2G)")
     ap.add_argument("--rounds", type=int, default=3, help="counted rounds, after one warm-up")
     tmpfs = Path("/dev/shm")  # noqa: S108 - a private folder is made inside it
     ap.add_argument("--dir", type=Path, default=tmpfs, help="tmpfs for both sides")
+    return ap
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = file_args(argparse.ArgumentParser(description=__doc__.split("\n\n")[0]))
     ap.add_argument("--only", choices=METHODS, action="append", help="run only these methods")
     ap.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     ap.add_argument(
