@@ -6,6 +6,7 @@ import contextlib
 import logging
 import signal
 import sys
+import threading
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
@@ -129,9 +130,40 @@ def first_error(e: BaseException) -> BaseException:
     return e
 
 
+class WakingSelectorLoop(asyncio.SelectorEventLoop):
+    """A SelectorEventLoop that a signal wakes at once. On Windows select() is not interrupted
+    by Ctrl-C, so the handler that stops the command would wait for the next timer or packet;
+    as the ProactorEventLoop does, the signal module writes a byte to the loop's self-pipe
+    socket instead (set_wakeup_fd), and select() returns."""
+
+    def run_forever(self) -> None:
+        sock = getattr(self, "_csock", None)  # the self-pipe's write end
+        if sock is None or threading.current_thread() is not threading.main_thread():
+            super().run_forever()
+            return
+        old = signal.set_wakeup_fd(sock.fileno())
+        try:
+            super().run_forever()
+        finally:
+            signal.set_wakeup_fd(old)
+
+
+def loop_factory(platform: str | None = None) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The event loop a command runs on (None: asyncio's default). On Windows the default is
+    the ProactorEventLoop, which has no add_reader: pyzmq's asyncio sockets would poll through
+    a selector thread of their own, with a warning. zwalk asks the loop for no subprocesses or
+    pipes, so there it runs on a SelectorEventLoop, chosen per run rather than by a global
+    policy (policies are deprecated from Python 3.14)."""
+    if (platform or sys.platform) == "win32":
+        return WakingSelectorLoop
+    return None
+
+
 def run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a command's coroutine to the end on a new event loop (as asyncio.run does)."""
     try:
-        return asyncio.run(coro)
+        with asyncio.Runner(loop_factory=loop_factory()) as runner:
+            return runner.run(coro)
     except BaseExceptionGroup as eg:
         raise first_error(eg) from None
 

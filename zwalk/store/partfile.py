@@ -17,7 +17,7 @@ import blake3
 
 from zwalk.core import protocol as p
 from zwalk.store import resume
-from zwalk.store.locking import try_lock
+from zwalk.store.locking import try_lock, unlock
 
 log = logging.getLogger(__name__)
 
@@ -207,6 +207,9 @@ class PartFile:
     def close(self) -> None:
         """Close both files (which drops the lock); safe to call again."""
         fds, self._fds = self._fds, ()
+        if self._rfd in fds:
+            with contextlib.suppress(OSError):
+                unlock(self._rfd)
         for fd in fds:
             with contextlib.suppress(OSError):
                 os.close(fd)
@@ -218,6 +221,8 @@ class PartFile:
     def discard(self) -> None:
         """Remove the .part and its record (data from a hash list that turned out false, or a
         private .part nobody will resume), then let the lock go."""
+        if os.name == "nt":  # Windows cannot remove a file that is open: the lock goes first
+            self.close()
         with contextlib.suppress(OSError):
             self.path.unlink()
         self.forget_progress()

@@ -7,14 +7,16 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from zwalk.store.locking import try_lock
+from zwalk.store.locking import try_lock, unlock
 
 STATE_FILE = "node.json"
 LOCK_FILE = "serve.lock"
@@ -86,13 +88,19 @@ class DataDirLock:
             ) from None
 
     def release(self) -> None:
+        fd, self._fd = self._fd, -1  # once: the number may belong to another file afterwards
+        if fd < 0:
+            return
         with contextlib.suppress(OSError):
-            os.close(self._fd)  # closing drops the lock
+            unlock(fd)
+        with contextlib.suppress(OSError):
+            os.close(fd)  # closing drops the lock
 
 
 def _pid_alive(pid: int) -> bool:
-    if sys.platform == "win32":
-        return True  # no cheap check; a dead node simply does not answer
+    if sys.platform == "win32":  # os.kill(pid, 0) would terminate the process there
+        kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)
+        return windows_pid_alive(pid, kernel32, ctypes.get_last_error)
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -100,6 +108,30 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+PROCESS_QUERY_LIMITED_INFORMATION = 0x1000  # Windows API constants (processthreadsapi.h)
+STILL_ACTIVE = 259
+ERROR_INVALID_PARAMETER = 87  # what OpenProcess says of a pid no process has
+
+
+def windows_pid_alive(pid: int, kernel32: Any, last_error: Callable[[], int]) -> bool:
+    """Whether a process runs, by the Windows API (kernel32 passed in, so that this is
+    testable anywhere). A pid we may not open (another user's process) counts as alive."""
+    kernel32.OpenProcess.restype = ctypes.c_void_p
+    kernel32.OpenProcess.argtypes = [ctypes.c_uint32, ctypes.c_int, ctypes.c_uint32]
+    handle = kernel32.OpenProcess(PROCESS_QUERY_LIMITED_INFORMATION, False, pid)
+    if not handle:
+        return last_error() != ERROR_INVALID_PARAMETER
+    try:
+        code = ctypes.c_uint32()
+        kernel32.GetExitCodeProcess.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_uint32)]
+        if not kernel32.GetExitCodeProcess(handle, ctypes.pointer(code)):
+            return True  # cannot tell: a node that is gone does not answer either
+        return code.value == STILL_ACTIVE
+    finally:
+        kernel32.CloseHandle.argtypes = [ctypes.c_void_p]
+        kernel32.CloseHandle(handle)
 
 
 def read_state(data_dir: Path) -> LocalNode | None:
