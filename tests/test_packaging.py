@@ -178,8 +178,10 @@ def test_the_installed_wheel_runs_on_its_own(built: Built, tmp_path: Path) -> No
     where = str((target / "zwalk").resolve())
     assert f"zwalk {PROJECT['version']} ({where})" in version, version
     assert str(CHECKOUT) not in version
-    # The console script pip wrote runs the same copy.
-    script = target / ("Scripts/zwalk.exe" if os.name == "nt" else "bin/zwalk")
+    # The console script pip wrote runs the same copy (--target puts it in bin/, on Windows too).
+    scripts = [target / d / f"zwalk{x}" for d in ("bin", "Scripts") for x in ("", ".exe")]
+    script = next((s for s in scripts if s.is_file()), None)
+    assert script is not None, sorted(p.name for p in target.iterdir())
     assert where in _run(script, "--version", cwd=cwd, timeout=60, **alone)
     # The demo keeps to 127.0.0.1 by itself: three nodes, a find and a verified download.
     demo = _run(sys.executable, "-m", "zwalk", "demo", "--size", "8", cwd=cwd, timeout=240, **alone)
