@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import logging
+import os
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -44,7 +47,8 @@ def global_options(f: F) -> F:
             type=click.Path(dir_okay=False, path_type=Path),
             expose_value=False,
             callback=_store,
-            help="INI file to read (default: the user config folder's config.ini).",
+            help="INI file to read (default: the user config folder's config.ini); "
+            "ZWALK_<SECTION>_<KEY> variables and flags win over it.",
         ),
         click.option(
             "--data-dir",
@@ -98,13 +102,19 @@ def used(ctx: click.Context, option: str) -> bool:
 
 
 def make_app(ctx: click.Context, *, check_interfaces: bool = True, **overrides: Any) -> App:
-    """Defaults, then the config file, then global flags, then the command's own flags. The
-    chosen interfaces must exist here (doctor reports it as a finding instead)."""
+    """Defaults, then the config file, then ZWALK_<SECTION>_<KEY> environment variables, then
+    global flags, then the command's own flags (named after their Config field, find's
+    --timeout aside). The chosen interfaces must exist here (doctor reports it as a finding
+    instead). Where each value came from is kept for `zwalk config` (ctx.meta)."""
     g = ctx.find_root().meta.get(_KEY, {"interface": [], "peer": [], "verbose": 0})
     setup_logging(g["verbose"])
     explicit = g.get("config")
-    path = explicit or config_mod.default_config_path()
-    cfg = config_mod.load(path, required=bool(explicit))
+    path = (explicit or config_mod.default_config_path()).absolute()
+    layers = config_mod.layers(path, os.environ, required=bool(explicit))
+    log = logging.getLogger("zwalk.config")
+    for warning in layers.warnings:
+        log.warning(warning)
+    cfg = layers.cfg
     try:
         given = [config_mod.parse_peer(x) for x in g["peer"]]
     except ConfigError as e:
@@ -114,22 +124,43 @@ def make_app(ctx: click.Context, *, check_interfaces: bool = True, **overrides: 
         interfaces = tuple(config_mod.check_interface(x) for x in g["interface"])
     except ConfigError as e:
         raise ConfigError(f"--interface: {e}") from None
-    cfg = cfg.with_overrides(
-        data_dir=g.get("data_dir"),
-        interfaces=interfaces or None,
-        peers=(cfg.peers + peers) if peers else None,
-        peer_keys=(cfg.peer_keys + tuple((e, k) for e, k in given if k)) if given else None,
-        trust=g.get("trust"),
-        **overrides,
+    added = f", added to {layers.origins['peers', 'static']}" if cfg.peers else ""
+    flags: dict[str, tuple[str, Any]] = {  # Config field: (flag, value or None if not given)
+        "data_dir": ("--data-dir", g.get("data_dir")),
+        "interfaces": ("--interface", interfaces or None),
+        "peers": ("--peer" + added, (cfg.peers + peers) if peers else None),
+        "peer_keys": (
+            "--peer",
+            cfg.peer_keys + tuple((e, k) for e, k in given if k) if given else None,
+        ),
+        "trust": ("--trust", g.get("trust")),
+        **{f: ("--" + f.removeprefix("find_").replace("_", "-"), v) for f, v in overrides.items()},
+    }
+    cfg = cfg.with_overrides(**{f: v for f, (_, v) in flags.items()})
+    origins = layers.origins | {
+        config_mod.FIELD_KEY[f]: config_mod.Origin("flag", flag)
+        for f, (flag, v) in flags.items()
+        if v is not None and f in config_mod.FIELD_KEY
+    }
+    config_mod.validate(cfg, origins)
+    ctx.find_root().meta["zwalk.layers"] = (path, replace(layers, cfg=cfg, origins=origins))
+    log.info(
+        "config file %s%s; set by the file, the environment or flags: %s",
+        path,
+        "" if path.exists() else " (not there)",
+        ", ".join(f"[{s}] {k} ({o})" for (s, k), o in origins.items() if o.source != "default")
+        or "nothing",
     )
-    config_mod.validate(cfg)
     if check_interfaces and cfg.interfaces:
         from zwalk.net.netif import resolve
 
         try:
             resolve(cfg.interfaces)
         except ConfigError as e:
-            where = "--interface" if interfaces else f"[node] interfaces in {path}"
+            origin = origins["node", "interfaces"]
+            where = {"flag": "--interface", "env": f"environment variable {origin.detail}"}.get(
+                origin.source, f"[node] interfaces in {origin}"
+            )
             raise ConfigError(f"{where}: {e}") from None
     return App(cfg=cfg, verbose=g["verbose"], named_peers=peers)
 
@@ -144,6 +175,7 @@ class ZwalkGroup(click.Group):
         "demo": "zwalk.cli.demo",
         "id": "zwalk.cli.identity",
         "trust": "zwalk.cli.trust",
+        "config": "zwalk.cli.config",
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:

@@ -1,11 +1,12 @@
-# Settings: built-in defaults, then an INI file, then command-line flags, each overriding the last.
+# Settings: built-in defaults, then an INI file, then ZWALK_<SECTION>_<KEY> environment variables,
+# then command-line flags, each overriding the last.
 # config.example.ini documents every key read here (KEYS below); keep the two in step.
 from __future__ import annotations
 
 import configparser
 import ipaddress
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -189,16 +190,13 @@ def _name(text: str, base: Path) -> str:
     return text
 
 
-def _strategy(text: str, base: Path) -> str:
-    if text not in ("kwalk", "flood", "probe"):
-        raise ValueError("want kwalk, flood or probe")
-    return text
+def _choice(*options: str) -> Parse:
+    def parse(text: str, base: Path) -> str:
+        if text not in options:
+            raise ValueError(f"want {', '.join(options[:-1])} or {options[-1]}")
+        return text
 
-
-def _links(text: str, base: Path) -> str:
-    if text not in ("inside", "follow"):
-        raise ValueError("want inside or follow")
-    return text
+    return parse
 
 
 def _list(value: str) -> list[str]:
@@ -217,12 +215,6 @@ def _peers(text: str, base: Path) -> tuple[tuple[Endpoint, bytes | None], ...]:
         return tuple(parse_peer(x) for x in _list(text))
     except ConfigError as e:
         raise ValueError(f"{e}; want KEY@HOST:PORT or HOST:PORT entries, comma-separated") from None
-
-
-def _trust(text: str, base: Path) -> str:
-    if text not in TRUST_MODES:
-        raise ValueError(f"want one of {', '.join(TRUST_MODES)}")
-    return text
 
 
 def _dir_from_file(text: str, base: Path) -> Path | None:
@@ -256,12 +248,12 @@ KEYS: dict[tuple[str, str], tuple[str, Parse]] = {
     ("share", "chunk_size"): ("chunk_size", _power_of_two(p.MIN_CHUNK_SIZE, p.MAX_CHUNK_SIZE)),
     ("share", "rescan_interval"): ("rescan_interval", _seconds),
     ("share", "downloads"): ("downloads", _dir_from_cwd),
-    ("share", "links"): ("links", _links),
+    ("share", "links"): ("links", _choice("inside", "follow")),
     ("peers", "static"): ("peers", _peers),
-    ("trust", "mode"): ("trust", _trust),
+    ("trust", "mode"): ("trust", _choice(*TRUST_MODES)),
     ("find", "timeout"): ("find_timeout", _seconds),
     ("find", "reply_timeout"): ("reply_timeout", _seconds),
-    ("find", "strategy"): ("strategy", _strategy),
+    ("find", "strategy"): ("strategy", _choice("kwalk", "flood", "probe")),
     ("find", "walkers"): ("walkers", _integer(1, p.MAX_WALKERS // 2)),
     ("find", "initial_walkers"): ("initial_walkers", _integer(1, p.MAX_WALKERS // 2)),
     ("find", "ttl"): ("ttl", _integer(0, p.MAX_TTL)),
@@ -275,18 +267,109 @@ KEYS: dict[tuple[str, str], tuple[str, Parse]] = {
 SECTIONS = sorted({section for section, _ in KEYS})
 
 
+# --- the layers -----------------------------------------------------------------------------
+# Every key of KEYS is read the same way from the file and from its environment variable, and
+# each value keeps where it came from (the CLI lays flags over both).
+# The test suite's own variables (ZWALK_TEST_NETNS, ZWALK_FUZZ_SEED) are not settings: no warning.
+ENV_NOT_SETTINGS = ("ZWALK_TEST_", "ZWALK_FUZZ_")
+Key = tuple[str, str]  # (section, key)
+
+
+def env_name(section: str, key: str) -> str:
+    return f"ZWALK_{section}_{key}".upper()
+
+
+ENV = {env_name(s, k): (s, k) for s, k in KEYS}
+FIELD_KEY = {name: sk for sk, (name, _) in KEYS.items()}  # Config field -> (section, key)
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """source: default, file, env or flag; detail: the file's path, the variable or the flag."""
+
+    source: str = "default"
+    detail: str = ""
+
+    def __str__(self) -> str:
+        return self.detail if self.source == "file" else f"{self.source} {self.detail}".strip()
+
+
+Entries = dict[Key, tuple[Any, Origin]]  # parsed values (None: the default) and their origin
+
+
+@dataclass(frozen=True, slots=True)
+class Layers:
+    cfg: Config
+    origins: dict[Key, Origin]  # of every key
+    warnings: tuple[str, ...] = ()  # about ZWALK_ variables that name no key
+
+
 def load(path: Path | None, *, required: bool = False) -> Config:
     """Read an INI file over the defaults. A missing file is fine unless it was asked for."""
-    cfg = Config()
-    if path is None:
-        return cfg
+    return layers(path, {}, required=required).cfg
+
+
+def layers(path: Path | None, environ: Mapping[str, str], *, required: bool = False) -> Layers:
+    """The defaults, the file at `path` (if any), then the ZWALK_ variables of `environ`."""
+    entries = _read_file(path, required) if path is not None else {}
+    env_entries, warnings = read_env(environ)
+    entries |= env_entries
+    defaults = Config()
+    changes: dict[str, Any] = {}
+    for sk, (value, _) in entries.items():
+        name = KEYS[sk][0]
+        if name == "peers":  # (endpoint, key or None) pairs: the endpoints, and the keys given
+            changes["peers"] = tuple(ep for ep, _ in value)
+            changes["peer_keys"] = tuple((ep, k) for ep, k in value if k is not None)
+        else:
+            changes[name] = getattr(defaults, name) if value is None else value
+    origins = {sk: Origin() for sk in KEYS} | {sk: origin for sk, (_, origin) in entries.items()}
+    cfg = replace(defaults, **changes)
+    validate(cfg, origins)
+    return Layers(cfg, origins, tuple(warnings))
+
+
+def read_env(environ: Mapping[str, str]) -> tuple[Entries, list[str]]:
+    """ZWALK_<SECTION>_<KEY> variables, parsed as in the file but relative paths are taken
+    from the current folder; and a warning for each other ZWALK_ name."""
+    entries: Entries = {}
+    warnings: list[str] = []
+    for var in sorted(environ):
+        if var.startswith("ZWALK_") and var not in ENV and not var.startswith(ENV_NOT_SETTINGS):
+            section = next((s for s in SECTIONS if var.startswith(env_name(s, ""))), None)
+            known = ", ".join(env_name(s, k) for s, k in KEYS if s == section) or (
+                f"ZWALK_<SECTION>_<KEY>, SECTION one of {', '.join(SECTIONS).upper()}"
+            )
+            warnings.append(
+                f"environment variable {var} is not a zwalk setting (ignored); known: {known}"
+            )
+        elif var in ENV:
+            section, key = ENV[var]
+            text = environ[var].strip()
+            try:
+                value = KEYS[section, key][1](text, Path.cwd())
+            except ValueError as e:
+                raise ConfigError(
+                    f"environment variable {var} = {text!r} ([{section}] {key}): {e}"
+                ) from None
+            entries[section, key] = (value, Origin("env", var))
+    return entries, warnings
+
+
+def _read_file(path: Path, required: bool) -> Entries:
     if not path.exists():
         if required:
             raise ConfigError(f"config file not found: {path}")
-        return cfg
+        return {}
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path}: {e.strerror or e}") from None
     parser = configparser.ConfigParser(interpolation=None)
     try:
-        parser.read(path, encoding="utf-8")
+        parser.read_string(text, source=str(path))
     except configparser.MissingSectionHeaderError as e:
         raise ConfigError(
             f"{path}, line {e.lineno}: {e.line.strip()!r} comes before any [section]; keys go "
@@ -303,45 +386,31 @@ def load(path: Path | None, *, required: bool = False) -> Config:
         raise ConfigError(f"{path}, line {e.lineno}: [{e.section}] appears twice") from None
     except configparser.Error as e:
         raise ConfigError(f"{path}: {e.message}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not UTF-8 text") from None
-    except OSError as e:
-        raise ConfigError(f"cannot read config file {path}: {e.strerror or e}") from None
-    changes: dict[str, Any] = {}
+    entries: Entries = {}
     for section in parser.sections():
         if section not in SECTIONS:
-            raise ConfigError(
-                f"{path}: unknown section [{section}] (known: "
-                f"{', '.join(f'[{x}]' for x in SECTIONS)})"
-            )
-        for key, text in parser[section].items():
+            known = ", ".join(f"[{x}]" for x in SECTIONS)
+            raise ConfigError(f"{path}: unknown section [{section}] (known: {known})")
+        for key, raw in parser[section].items():
             entry = KEYS.get((section, key))
             if entry is None:
                 known = ", ".join(k for s, k in KEYS if s == section)
                 raise ConfigError(f"{path}: unknown key {key!r} in [{section}] (known: {known})")
-            name, parse = entry
             try:
-                value = parse(text.strip(), path.parent)
+                value = entry[1](raw.strip(), path.parent)
             except ValueError as e:
-                raise ConfigError(f"{path}: [{section}] {key} = {text.strip()!r}: {e}") from None
-            if value is not None:
-                changes[name] = value
-    if "peers" in changes:  # (endpoint, key or None) pairs: the endpoints, and the keys given
-        pairs = changes["peers"]
-        changes["peers"] = tuple(ep for ep, _ in pairs)
-        changes["peer_keys"] = tuple((ep, k) for ep, k in pairs if k is not None)
-    out = replace(cfg, **changes)
-    try:
-        validate(out)
-    except ConfigError as e:
-        raise ConfigError(f"{path}: {e}") from None
-    return out
+                raise ConfigError(f"{path}: [{section}] {key} = {raw.strip()!r}: {e}") from None
+            entries[section, key] = (value, Origin("file", str(path)))
+    return entries
 
 
-def validate(cfg: Config) -> None:
+def validate(cfg: Config, origins: Mapping[Key, Origin]) -> None:
     """Rules between keys (each key's own range is checked where it is read)."""
     if not cfg.window <= cfg.max_window or not cfg.frame_size <= cfg.max_window:
+        got = ", ".join(
+            f"{k} {getattr(cfg, k)} ({origins['transfer', k]})"
+            for k in ("window", "frame_size", "max_window")
+        )
         raise ConfigError(
-            "[transfer] want window and frame_size no larger than max_window, got "
-            f"window {cfg.window}, frame_size {cfg.frame_size}, max_window {cfg.max_window}"
+            f"[transfer] want window and frame_size no larger than max_window, got {got}"
         )
