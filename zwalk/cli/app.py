@@ -9,6 +9,7 @@ import sys
 import threading
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, TypeVar
 
 from rich.console import Console
@@ -18,7 +19,7 @@ from zwalk.core.addresses import Endpoint
 from zwalk.net.diagnosis import hello_wait
 from zwalk.net.node import Node
 from zwalk.store import identity
-from zwalk.store.config import Config
+from zwalk.store.config import Config, ConfigError
 
 T = TypeVar("T")
 
@@ -67,17 +68,33 @@ def describe(e: OSError) -> str:
     return text
 
 
-def setup_logging(verbose: int) -> None:
+def setup_logging(verbose: int, log_file: Path | None = None) -> None:
     """Quiet by default: a warning reads like the command's own ('warning: ...'); -v adds what
-    each step does, with times and where it comes from, and -vv every message."""
+    each step does, with times and where it comes from, and -vv every message. A log file gets
+    the same records, appended, with times and the process id (several zwalk commands may share
+    one): at least -v's, so that a quiet command still leaves a useful log."""
     level = logging.WARNING if verbose <= 0 else logging.INFO if verbose == 1 else logging.DEBUG
     handler = logging.StreamHandler(sys.stderr)
+    handler.setLevel(level)
     handler.setFormatter(
         logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
         if verbose > 0
         else _PlainFormatter()
     )
-    logging.basicConfig(level=level, handlers=[handler], force=True)
+    handlers: list[logging.Handler] = [handler]
+    if log_file is not None:
+        try:
+            to_file = logging.FileHandler(log_file, mode="a", encoding="utf-8")
+        except OSError as e:
+            raise ConfigError(
+                f"--log-file: cannot write to {log_file}: {e.strerror or e}"
+            ) from None
+        to_file.setLevel(min(level, logging.INFO))
+        to_file.setFormatter(
+            logging.Formatter("%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s")
+        )
+        handlers.append(to_file)
+    logging.basicConfig(level=min(h.level for h in handlers), handlers=handlers, force=True)
 
 
 class _PlainFormatter(logging.Formatter):

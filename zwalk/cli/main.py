@@ -89,6 +89,13 @@ def global_options(f: F) -> F:
             callback=_store,
             help="More log output on stderr (-vv for debug).",
         ),
+        click.option(
+            "--log-file",
+            type=click.Path(dir_okay=False, path_type=Path),
+            expose_value=False,
+            callback=_store,
+            help="Also append log records, with times, to FILE (at least -v's).",
+        ),
     ]
     for opt in reversed(opts):
         f = opt(f)
@@ -107,7 +114,7 @@ def make_app(ctx: click.Context, *, check_interfaces: bool = True, **overrides: 
     --timeout aside). The chosen interfaces must exist here (doctor reports it as a finding
     instead). Where each value came from is kept for `zwalk config` (ctx.meta)."""
     g = ctx.find_root().meta.get(_KEY, {"interface": [], "peer": [], "verbose": 0})
-    setup_logging(g["verbose"])
+    setup_logging(g["verbose"], g.get("log_file"))
     explicit = g.get("config")
     path = (explicit or config_mod.default_config_path()).absolute()
     layers = config_mod.layers(path, os.environ, required=bool(explicit))
