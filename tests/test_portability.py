@@ -169,3 +169,29 @@ def test_one_serving_node_per_data_dir(tmp_path: Path) -> None:
     first.release()  # again: harmless, and never another file's fd
     second = state.DataDirLock(tmp_path)
     second.release()
+
+
+# --- node.json, replaced while a command reads it --------------------------------------------
+@pytest.mark.parametrize("retry", [True, False])
+def test_node_json_is_replaced_even_while_a_reader_has_it_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, retry: bool
+) -> None:
+    # What os.replace does on Windows while another process has the target open.
+    real, calls = os.replace, []
+
+    def busy_twice(src: Any, dst: Any) -> None:
+        calls.append(dst)
+        if len(calls) <= 2:
+            raise PermissionError(13, "the file is in use")
+        real(src, dst)
+
+    (tmp_path / "new").write_text("new")
+    (tmp_path / "node.json").write_text("old")
+    monkeypatch.setattr(os, "replace", busy_twice)
+    if retry:  # Windows' default
+        state.replace_file(tmp_path / "new", tmp_path / "node.json", retry=True)
+        assert (tmp_path / "node.json").read_text() == "new" and len(calls) == 3
+    else:  # elsewhere a PermissionError means what it says
+        with pytest.raises(PermissionError):
+            state.replace_file(tmp_path / "new", tmp_path / "node.json", retry=False)
+        assert len(calls) == 1

@@ -11,6 +11,7 @@ import ctypes
 import json
 import os
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,7 +53,21 @@ def write_state(data_dir: Path, state: dict[str, Any]) -> None:
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # the token is in it
     with os.fdopen(fd, "w") as f:
         json.dump(state, f, indent=2)
-    os.replace(tmp, path)
+    replace_file(tmp, path)
+
+
+def replace_file(src: Path, dst: Path, *, retry: bool = sys.platform == "win32") -> None:
+    """os.replace. On Windows it fails while another process has `dst` open (files are opened
+    there without FILE_SHARE_DELETE): a command reading node.json at that moment must not make
+    the node's update fail, so try again for up to 0.1 s."""
+    for attempt in range(20):
+        try:
+            os.replace(src, dst)
+            return
+        except PermissionError:
+            if not retry or attempt == 19:
+                raise
+            time.sleep(0.005)
 
 
 def remove_state(data_dir: Path) -> None:
