@@ -45,9 +45,10 @@ def start_serve(
     mtimes: dict[str, float] | None = None,
 ) -> ServeProcess:
     """Start `zwalk serve` on 127.0.0.1, any free port, and wait until it is listening and has
-    indexed its files (`mtimes`: modification times to give some of them first)."""
+    indexed its files (`mtimes`: modification times to give some of them first). Started again
+    with the same name, it keeps its share, data dir and log."""
     share, data = base / name / "share", base / name / "data"
-    share.mkdir(parents=True)
+    share.mkdir(parents=True, exist_ok=True)
     for rel, content in files.items():
         (share / rel).parent.mkdir(parents=True, exist_ok=True)
         (share / rel).write_bytes(content)
@@ -71,7 +72,7 @@ def start_serve(
             *extra,
         ),
         stdout=subprocess.DEVNULL,
-        stderr=(handle := log.open("wb")),
+        stderr=(handle := log.open("ab")),
         cwd=base,
     )
     handle.close()  # the child has its own

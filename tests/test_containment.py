@@ -12,8 +12,9 @@ import pytest
 
 from zwalk.core import protocol as p
 from zwalk.store.downloads import MAX_LOCAL_NAME, local_name
-from zwalk.store.index import FileEntry, scan
+from zwalk.store.index import FileEntry
 from zwalk.store.reading import FileChanged, read_span
+from zwalk.store.scanner import scan
 
 CS = p.MIN_CHUNK_SIZE
 
@@ -68,14 +69,14 @@ def test_a_link_out_of_the_share_is_not_shared_unless_asked(tmp_path: Path) -> N
     (share / "outside-link.txt").symlink_to(outside)
     (share / "loop").symlink_to(share / "loop")  # a link to itself: never followed
 
-    index = scan([share], chunk_size=CS)
+    index, scanner = scan([share], chunk_size=CS)
     names = sorted(e.name for e in index.entries)
     assert names == ["inside-link.txt", "real.txt"]
-    [(path, why)] = index.skipped
+    [(path, why)] = scanner.skipped.items()
     assert path.name == "outside-link.txt" and "outside the shared folder" in why
     assert "links = follow" in why  # and how to share it anyway
 
-    followed = scan([share], chunk_size=CS, links="follow")
+    followed, _ = scan([share], chunk_size=CS, links="follow")
     assert sorted(e.name for e in followed.entries) == [
         "inside-link.txt",
         "outside-link.txt",
@@ -87,7 +88,7 @@ def test_a_link_out_of_the_share_is_not_shared_unless_asked(tmp_path: Path) -> N
 
 
 def _entry(share: Path, name: str) -> FileEntry:
-    [entry] = [e for e in scan([share], chunk_size=CS).entries if e.name == name]
+    [entry] = [e for e in scan([share], chunk_size=CS)[0].entries if e.name == name]
     return entry
 
 

@@ -65,7 +65,8 @@ def test_the_largest_valid_messages_fit_the_limits() -> None:
         req=1, cid=b"c" * 32, size=p.MAX_CHUNKS * p.MIN_CHUNK_SIZE, chunk_size=p.MIN_CHUNK_SIZE,
         hashes=b"h" * 32 * p.MAX_CHUNKS,
     )  # fmt: skip
-    for msg in (walk_hits, info):
+    page = p.ListOk(req=p.MAX_REQ_ID, files=(hit,) * p.MAX_LIST, next=path, total=p.MAX_COUNT)
+    for msg in (walk_hits, info, page):
         [frame] = p.encode(msg)
         assert len(frame) <= p.MAX_HEADER
         assert p.decode([frame]) == msg

@@ -1,18 +1,26 @@
-# The share index: content ids are what b3sum prints, chunk hashes are right, the cache works,
-# and what must not be shared is not.
+# The share index: content ids are what b3sum prints, chunk hashes are right, what must not be
+# shared is not, lookups agree with fnmatch at any size, changes on disk become index changes,
+# and the copy on disk spares a restart the hashing.
 from __future__ import annotations
 
+import fnmatch
 import os
 import shutil
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import blake3
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from zwalk.core import protocol as p
-from zwalk.core.query import parse_query
-from zwalk.store import index as ix
+from zwalk.core.query import Query, glob_literal, parse_query
+from zwalk.store import hashing as ix
+from zwalk.store.index import BLOCK, FileEntry, Index
+from zwalk.store.indexdb import IndexDB
+from zwalk.store.scanner import Removed, Scanner, roots, scan
 
 CS = p.MIN_CHUNK_SIZE
 
@@ -79,61 +87,32 @@ def _tree(root: Path) -> None:
 def test_scan_shares_what_it_should(tmp_path: Path) -> None:
     share = tmp_path / "share"
     _tree(share)
-    index = ix.scan([share], chunk_size=CS, exclude=[share / "downloaded"])
-    rels = sorted(e.rel for e in index.entries)
-    assert rels == ["share/a/copy-of-one.txt", "share/a/one.txt", "share/two.iso"]
+    index, _ = scan([share], chunk_size=CS, exclude=[share / "downloaded"])
+    rels = [e.rel for e in index.entries]
+    assert rels == ["share/a/copy-of-one.txt", "share/a/one.txt", "share/two.iso"]  # path order
     two = next(e for e in index.entries if e.name == "two.iso")
+    assert two.path == share.resolve() / "two.iso"
     assert index.by_cid(two.cid) is two
     assert [e.name for e in index.search(parse_query("*.ISO", icase=True))] == ["two.iso"]
     # Two paths with the same bytes are one hit.
     assert len(index.search(parse_query("*.txt"))) == 1
 
 
+def test_two_shared_folders_of_the_same_name_get_distinct_labels(tmp_path: Path) -> None:
+    for side in ("left", "right"):
+        (tmp_path / side / "photos").mkdir(parents=True)
+        (tmp_path / side / "photos" / f"{side}.jpg").write_bytes(side.encode())
+    index, _ = scan([tmp_path / "left" / "photos", tmp_path / "right" / "photos"], chunk_size=CS)
+    assert [e.rel for e in index.entries] == ["photos-2/right.jpg", "photos/left.jpg"]
+    assert [r.label for r in roots([tmp_path / "left" / "photos"] * 2)] == ["photos"]
+
+
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes on this platform")
 def test_scan_skips_pipes_instead_of_blocking(tmp_path: Path) -> None:
     os.mkfifo(tmp_path / "pipe")
     (tmp_path / "file").write_bytes(b"x")
-    index = ix.scan([tmp_path], chunk_size=CS)
+    index, _ = scan([tmp_path], chunk_size=CS)
     assert [e.name for e in index.entries] == ["file"]
-
-
-def test_unchanged_tree_is_not_rehashed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    share, cache = tmp_path / "share", tmp_path / "data" / "cache.cbor"
-    _tree(share)
-    first = ix.scan([share], chunk_size=CS, cache_path=cache)
-    calls: list[Path] = []
-    real = ix.hash_file
-
-    def counting(
-        path: Path, chunk_size: int, size: int, stop: object = None
-    ) -> tuple[bytes, bytes]:
-        calls.append(path)
-        return real(path, chunk_size, size)
-
-    monkeypatch.setattr(ix, "hash_file", counting)
-    second = ix.scan([share], chunk_size=CS, cache_path=cache)
-    assert calls == []
-    assert [(e.path, e.cid, e.hashes) for e in second.entries] == [
-        (e.path, e.cid, e.hashes) for e in first.entries
-    ]
-    # A changed file is hashed again, and only that one.
-    target = share / "a" / "one.txt"
-    target.write_bytes(b"changed")
-    os.utime(target, ns=(1, 1))
-    third = ix.scan([share], chunk_size=CS, cache_path=cache)
-    assert calls == [target]
-    assert (
-        next(e for e in third.entries if e.path == target).cid == blake3.blake3(b"changed").digest()
-    )
-
-
-def test_damaged_cache_is_ignored(tmp_path: Path) -> None:
-    share, cache = tmp_path / "share", tmp_path / "cache.cbor"
-    _tree(share)
-    cache.write_bytes(b"\xff\x00 not cbor")
-    index = ix.scan([share], chunk_size=CS, cache_path=cache)
-    assert len(index) == 4  # includes the download folder: nothing excluded here
-    assert ix.load_cache(cache)  # and the cache was rewritten
 
 
 def test_undecodable_file_names_are_skipped_not_fatal(tmp_path: Path) -> None:
@@ -144,11 +123,10 @@ def test_undecodable_file_names_are_skipped_not_fatal(tmp_path: Path) -> None:
         (share / os.fsdecode(b"bad-\xff.bin")).write_bytes(b"y")
     except (OSError, UnicodeEncodeError):
         pytest.skip("this file system refuses non-UTF-8 names")
-    cache = tmp_path / "cache.cbor"
-    index = ix.scan([share], chunk_size=CS, cache_path=cache)
+    index, scanner = scan([share], chunk_size=CS)
     assert [e.name for e in index.entries] == ["fine.txt"]
-    assert "cannot be shared" in index.skipped[0][1]
-    assert ix.load_cache(cache)
+    [why] = scanner.skipped.values()
+    assert "cannot be shared" in why
 
 
 def test_a_scan_stops_when_asked(tmp_path: Path) -> None:
@@ -158,4 +136,211 @@ def test_a_scan_stops_when_asked(tmp_path: Path) -> None:
     stop = threading.Event()
     stop.set()
     with pytest.raises(ix.Stopped):
-        ix.scan([tmp_path], chunk_size=CS, stop=stop)
+        scan([tmp_path], chunk_size=CS, stop=stop)
+
+
+# --- changes on disk become index changes ------------------------------------------------------
+
+
+def _apply(index: Index, changes: list[FileEntry | Removed]) -> None:
+    for c in changes:
+        if isinstance(c, Removed):
+            index.remove(c.rel)
+        else:
+            index.put(c)
+
+
+def _counting(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    import zwalk.store.scanner as scanner_mod
+
+    calls: list[Path] = []
+    real = scanner_mod.hash_file
+
+    def counting(
+        path: Path, chunk_size: int, size: int, stop: object = None
+    ) -> tuple[bytes, bytes]:
+        calls.append(path)
+        return real(path, chunk_size, size)
+
+    monkeypatch.setattr(scanner_mod, "hash_file", counting)
+    return calls
+
+
+def test_a_look_hashes_only_what_changed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    share = tmp_path / "share"
+    _tree(share)
+    index, scanner = scan([share], chunk_size=CS)
+    calls = _counting(monkeypatch)
+    changes: list[FileEntry | Removed] = []
+    scanner.full(index, changes.extend)
+    assert calls == [] and changes == []
+    target = share / "a" / "one.txt"
+    target.write_bytes(b"changed")
+    os.utime(target, ns=(1, 1))
+    (share / "two.iso").unlink()
+    scanner.full(index, changes.extend)
+    assert calls == [target.resolve()]
+    _apply(index, changes)
+    assert index.get("share/a/one.txt").cid == blake3.blake3(b"changed").digest()  # type: ignore[union-attr]
+    assert index.get("share/two.iso") is None and len(index) == 3
+
+
+def test_events_for_added_changed_moved_and_removed_paths(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    share = (tmp_path / "share").resolve()
+    (share / "docs").mkdir(parents=True)
+    (share / "docs" / "a.txt").write_bytes(b"a" * 100)
+    (share / "big.iso").write_bytes(b"i" * (3 * CS))
+    index, scanner = scan([share], chunk_size=CS)
+    calls = _counting(monkeypatch)
+
+    (share / "new.txt").write_bytes(b"new")
+    (share / "big.iso").rename(share / "renamed.iso")
+    _apply(
+        index, scanner.paths(index, [share / "new.txt", share / "big.iso", share / "renamed.iso"])
+    )
+    assert calls == [share / "new.txt"]  # the moved file kept its hashes
+    assert index.get("share/big.iso") is None
+    assert index.get("share/renamed.iso").cid == blake3.blake3(b"i" * (3 * CS)).digest()  # type: ignore[union-attr]
+
+    shutil.rmtree(share / "docs")  # a folder that goes reports only itself
+    _apply(index, scanner.paths(index, [share / "docs"]))
+    assert sorted(e.rel for e in index) == ["share/new.txt", "share/renamed.iso"]
+
+    (share / "sub" / "deep").mkdir(parents=True)  # a folder moved in: everything in it
+    (share / "sub" / "deep" / "x.bin").write_bytes(b"x")
+    (share / ".hidden.txt").write_bytes(b"h")
+    _apply(index, scanner.paths(index, [share / "sub", share / ".hidden.txt", tmp_path / "other"]))
+    assert sorted(e.rel for e in index) == [
+        "share/new.txt",
+        "share/renamed.iso",
+        "share/sub/deep/x.bin",
+    ]
+
+
+def test_a_file_still_being_written_waits(tmp_path: Path) -> None:
+    share = (tmp_path / "share").resolve()
+    share.mkdir()
+    (share / "fresh.bin").write_bytes(b"half")
+    index, scanner = scan([share], chunk_size=CS)
+    assert len(index) == 1
+    (share / "fresh.bin").write_bytes(b"half and more")
+    mtime = (share / "fresh.bin").stat().st_mtime_ns
+    # Modified after the settling point: not hashed, the old entry goes, and it is retried.
+    changes = scanner.paths(index, [share / "fresh.bin"], young_ns=mtime - 1)
+    assert changes == [Removed("share/fresh.bin", str(share / "fresh.bin"))]
+    assert scanner.retry == {share / "fresh.bin"}
+    _apply(index, changes)
+    [entry] = scanner.paths(index, [share / "fresh.bin"], young_ns=mtime)
+    assert isinstance(entry, FileEntry) and entry.size == len(b"half and more")
+
+
+# --- lookups at any size -----------------------------------------------------------------------
+
+
+def _entry(rel: str, cid: bytes, size: int = 1) -> FileEntry:
+    return FileEntry(root="/r", rel=rel, size=size, mtime_ns=0, cid=cid, chunk_size=CS, hashes=b"")
+
+
+NAMES = st.text(alphabet=st.sampled_from("abAB.-_[]!*?é\u0301ßx0"), min_size=1, max_size=8).filter(
+    lambda n: n not in (".", "..")
+)
+
+
+@given(
+    names=st.lists(NAMES, min_size=1, max_size=30),
+    pattern=st.text(alphabet=st.sampled_from("abAB.*?[]!-ßx"), min_size=1, max_size=6),
+    icase=st.booleans(),
+)
+@settings(max_examples=300, deadline=None)
+def test_glob_search_agrees_with_fnmatch(names: list[str], pattern: str, icase: bool) -> None:
+    index = Index(_entry(f"s/{i}/{n}", bytes([i]) * 32) for i, n in enumerate(names))
+    q = Query(kind=p.QueryKind.GLOB, pattern=pattern, icase=icase)
+    got = {e.rel for e in index.search(q)}
+    want = {f"s/{i}/{n}" for i, n in enumerate(names) if q.matches(n, b"")}
+    assert got == want
+
+
+@given(
+    name=st.text(alphabet=st.sampled_from("ab.[]!-"), max_size=8),
+    pattern=st.text(alphabet=st.sampled_from("ab.*?[]!-"), max_size=8),
+)
+@settings(max_examples=500, deadline=None)
+def test_every_name_a_glob_matches_holds_its_literal(name: str, pattern: str) -> None:
+    if fnmatch.fnmatchcase(name, pattern):
+        assert glob_literal(pattern) in name
+
+
+def test_lookups_by_name_and_content_id_and_changes_in_place() -> None:
+    index = Index()
+    for i in range(3 * BLOCK):  # more than one block, so that blocks split
+        index.put(_entry(f"s/{i:05d}/f{i % 10}.bin", i.to_bytes(32, "big"), size=i))
+    assert len(index) == 3 * BLOCK and index.total_bytes == sum(range(3 * BLOCK))
+    assert len(index.search(parse_query("f3.bin"), limit=5)) == 5
+    threes = sum(1 for i in range(3 * BLOCK) if i % 10 == 3)
+    assert len(index.search(parse_query("F3.BIN", icase=True), limit=10**6)) == threes
+    assert index.search(parse_query("F3.BIN")) == []
+    cid = (77).to_bytes(32, "big")
+    [hit] = index.search(parse_query("b3:" + cid.hex()))
+    assert hit.rel == "s/00077/f7.bin"
+    assert index.remove("s/00077/f7.bin") is hit
+    assert index.by_cid(cid) is None and index.get(hit.rel) is None
+    assert [e.rel for e in index.search(parse_query("f7.bin"), limit=2)] == [
+        "s/00007/f7.bin",
+        "s/00017/f7.bin",
+    ]
+    index.put(replace(hit, size=1))  # back, and replaced in place by a second put
+    index.put(replace(hit, size=2))
+    assert index.get(hit.rel).size == 2 and len(index) == 3 * BLOCK  # type: ignore[union-attr]
+    assert [e.rel for e in index] == sorted(e.rel for e in index)
+
+
+def test_pages_list_every_file_once_in_order() -> None:
+    index = Index(_entry(f"s/{d}/{n}", bytes([d, n]) * 16) for d in range(5) for n in range(50))
+    seen: list[str] = []
+    after = ""
+    while True:
+        page, after = index.page(after=after, limit=33)
+        seen += [e.rel for e in page]
+        if not after:
+            break
+    assert seen == sorted(f"s/{d}/{n}" for d in range(5) for n in range(50))
+    # A folder, and a glob within it.
+    page, cursor = index.page(prefix="s/3/", query=parse_query("4*"), limit=100)
+    assert [e.rel for e in page] == ["s/3/4", *(f"s/3/4{n}" for n in range(10))]
+    assert cursor == ""
+    assert index.under("s/2") == [f"s/2/{n}" for n in sorted(map(str, range(50)))]
+
+
+# --- the index's copy on disk ------------------------------------------------------------------
+
+
+def test_the_copy_on_disk_round_trips_and_drops_what_left_the_shares(tmp_path: Path) -> None:
+    share = (tmp_path / "share").resolve()
+    _tree(share)
+    index, scanner = scan([share], chunk_size=CS, exclude=[share / "downloaded"])
+    db = IndexDB(tmp_path / "data" / "index.sqlite")
+    db.open()
+    db.write(list(index))
+    db.write([Removed("share/two.iso", str(share / "two.iso"))])
+    loaded = [e for batch in db.load(scanner.locate) for e in batch]
+    assert sorted(loaded, key=lambda e: e.rel) == [e for e in index if e.name != "two.iso"]
+    # Rows of a folder no longer shared are dropped when loaded.
+    narrower = Scanner(roots([share / "a"]), CS)
+    assert sorted(e.rel for b in db.load(narrower.locate) for e in b) == [
+        "a/copy-of-one.txt",
+        "a/one.txt",
+    ]
+    assert db.count() == 2
+    db.close()
+
+
+def test_a_damaged_copy_is_put_aside(tmp_path: Path) -> None:
+    path = tmp_path / "index.sqlite"
+    path.write_bytes(b"\xff\x00 not sqlite" * 100)
+    db = IndexDB(path)
+    db.open()
+    assert db.count() == 0
+    assert (tmp_path / "index.sqlite.damaged").exists()
+    db.close()

@@ -42,6 +42,7 @@ ALLOWED = {
         "zmq",
         "zeroconf",
         "ifaddr",
+        "watchfiles",
         "zwalk.core",
         "zwalk.store",
         "zwalk.net",
@@ -175,9 +176,17 @@ def test_no_module_is_long() -> None:
 
 
 def test_the_protocol_namespace_gathers_every_public_name() -> None:
-    from zwalk.core import codec, control_messages, fields, limits, messages, protocol
+    from zwalk.core import (
+        codec,
+        control_messages,
+        fields,
+        limits,
+        list_messages,
+        messages,
+        protocol,
+    )
 
-    for mod in (limits, fields, messages, control_messages, codec):
+    for mod in (limits, fields, messages, control_messages, list_messages, codec):
         tree = ast.parse(Path(mod.__file__ or "").read_text())
         for node in tree.body:
             names = []

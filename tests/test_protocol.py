@@ -155,8 +155,25 @@ messages = st.one_of(
         port=st.integers(0, 65535),
         inc=incs,
         peers=st.lists(peer_refs, max_size=3).map(tuple),
+        features=st.lists(st.sampled_from(["list", "x-other"]), max_size=2).map(tuple),
     ),
-    st.builds(p.Ping, req=reqs),
+    st.builds(p.Ping, req=reqs, files=st.none() | st.integers(0, p.MAX_COUNT)),
+    st.builds(
+        p.List,
+        req=reqs,
+        after=paths | st.just(""),
+        prefix=paths | st.just(""),
+        pattern=names | st.just("*.iso"),
+        icase=st.booleans(),
+        limit=st.integers(1, p.MAX_LIST),
+    ),
+    st.builds(
+        p.ListOk,
+        req=reqs,
+        files=st.lists(hits, max_size=5).map(tuple),
+        next=paths | st.just(""),
+        total=st.integers(0, p.MAX_COUNT),
+    ),
     st.builds(p.Pong, req=reqs, files=st.integers(0, p.MAX_COUNT)),
     st.builds(p.Bye, req=reqs),
     st.builds(p.Status, req=reqs, token=st.binary(min_size=16, max_size=16)),
@@ -246,6 +263,8 @@ def test_all_message_types_are_covered() -> None:
         "get-chunks",
         "chunks",
         "error",
+        "list",
+        "list-ok",
     }
     assert set(p.MESSAGE_TYPES) == covered
 

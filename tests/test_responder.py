@@ -60,16 +60,32 @@ def test_hello_and_ping_say_who_we_are_and_what_we_share() -> None:
     hello = p.Hello(req=3, node=b"x" * 16, name="x", port=1, inc=b"j" * 8)
     ok = responder.answer(hello, INDEX, ME, gossip)
     assert ok == p.HelloOk(
-        req=3, node=ME.node, name="me", files=2, port=4747, inc=ME.inc, peers=gossip
+        req=3,
+        node=ME.node,
+        name="me",
+        files=2,
+        port=4747,
+        inc=ME.inc,
+        peers=gossip,
+        features=("list",),  # it answers list requests
     )
     assert responder.answer(p.Ping(req=4), INDEX, ME) == p.Pong(req=4, files=2)
 
 
 def test_search_get_info_and_not_found() -> None:
     search = p.Search(req=5, qid=b"q" * 16, kind=p.QueryKind.GLOB, pattern="*.txt", icase=False)
-    hits = responder.answer(search, INDEX, ME)
-    assert isinstance(hits, p.Hits) and [h.name for h in hits.hits] == ["small.txt"]
-    assert responder.answer(p.GetInfo(req=6, cid=SMALL.cid), INDEX, ME) == SMALL.info(6)
+    lookup = responder.answer(search, INDEX, ME)
+    # The index is asked by the shell (a glob may scan a large index: off the event loop).
+    assert isinstance(lookup, responder.Lookup) and lookup.query.pattern == "*.txt"
+    hits = lookup.hits(INDEX.search(lookup.query))
+    assert hits.req == 5 and hits.qid == search.qid and [h.name for h in hits.hits] == ["small.txt"]
+    # A get-info is answered once the shell has checked the file is still what was indexed.
+    check = responder.answer(p.GetInfo(req=6, cid=SMALL.cid), INDEX, ME)
+    assert isinstance(check, responder.InfoCheck) and check.entry is SMALL
+    assert check.info() == SMALL.info(6)
+    changed = check.changed("changed")
+    assert changed.code is p.ErrorCode.NOT_FOUND and changed.req == 6
+    assert "small.txt changed since it was indexed" in changed.reason
     missing = responder.answer(p.GetInfo(req=7, cid=b"z" * 32), INDEX, ME)
     assert isinstance(missing, p.Error) and missing.code is p.ErrorCode.NOT_FOUND
     assert missing.req == 7 and p.cid_to_text(b"z" * 32) in missing.reason
@@ -107,6 +123,35 @@ def test_a_failed_read_is_not_found_when_the_file_changed_else_internal() -> Non
     assert gone.code is p.ErrorCode.NOT_FOUND and "small.txt changed since it was" in gone.reason
     passing = span.unreadable("Input/output error", gone=False)
     assert passing.code is p.ErrorCode.INTERNAL and "Input/output error" in passing.reason
+
+
+def test_a_list_is_answered_with_a_page_and_a_cursor() -> None:
+    from zwalk.store.index import FileEntry, Index
+
+    index = Index(
+        FileEntry(
+            root="/r",
+            rel=f"r/{n}",
+            size=1,
+            mtime_ns=0,
+            cid=bytes([i]) * 32,
+            chunk_size=CS,
+            hashes=b"",
+        )  # fmt: skip
+        for i, n in enumerate(["a.txt", "b.iso", "c.iso", "d.iso"])
+    )
+    listing = responder.answer(p.List(req=12, pattern="*.iso", limit=2), index, ME)
+    assert isinstance(listing, responder.Listing) and listing.query is not None
+    found, cursor = index.page(after=listing.msg.after, query=listing.query, limit=2)
+    page = listing.page(found, cursor, len(index))
+    assert [h.path for h in page.files] == ["r/b.iso", "r/c.iso"] and page.next == "r/c.iso"
+    assert page.req == 12 and page.total == 4
+    more = responder.answer(p.List(req=13, after=page.next, pattern="*.iso"), index, ME)
+    assert isinstance(more, responder.Listing)
+    found, cursor = index.page(after=more.msg.after, query=more.query, limit=more.msg.limit)
+    assert [e.rel for e in found] == ["r/d.iso"] and cursor == ""
+    everything = responder.answer(p.List(req=14), index, ME)
+    assert isinstance(everything, responder.Listing) and everything.query is None
 
 
 def test_anything_else_is_a_bad_request() -> None:

@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import netlab  # noqa: E402
 from transfer_lab_bench import serve, wait_for_holders  # noqa: E402
 
-from zwalk.store.index import file_blake3  # noqa: E402
+from zwalk.store.hashing import file_blake3  # noqa: E402
 
 MIB = 1 << 20
 TCP_PORT = 5001

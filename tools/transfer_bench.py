@@ -170,7 +170,7 @@ SENDFILE_READER = textwrap.dedent(
 
 
 HASH_CODE = (
-    "import sys; from pathlib import Path; from zwalk.store.index import file_blake3; "
+    "import sys; from pathlib import Path; from zwalk.store.hashing import file_blake3; "
     "print(file_blake3(Path(sys.argv[1])).hex())"
 )
 

@@ -34,7 +34,7 @@ import netlab  # noqa: E402
 
 from zwalk.net import control  # noqa: E402
 from zwalk.store import state  # noqa: E402
-from zwalk.store.index import file_blake3  # noqa: E402
+from zwalk.store.hashing import file_blake3  # noqa: E402
 
 
 def serve(lab: netlab.Lab, host: int, base: Path) -> subprocess.Popen[bytes]:

@@ -26,7 +26,7 @@ from zwalk.net.node import Node
 from zwalk.store import identity
 from zwalk.store.config import Config
 from zwalk.store.downloads import DownloadError
-from zwalk.store.index import file_blake3
+from zwalk.store.hashing import file_blake3
 
 SAMPLES = [  # (name, size in KiB); the last node gets the big file the demo fetches
     ("notes.txt", 4),

@@ -178,6 +178,7 @@ class ZwalkGroup(click.Group):
         "serve": "zwalk.cli.serve",
         "find": "zwalk.cli.find",
         "peers": "zwalk.cli.peers",
+        "ls": "zwalk.cli.ls",
         "doctor": "zwalk.cli.doctor",
         "demo": "zwalk.cli.demo",
         "id": "zwalk.cli.identity",
@@ -246,5 +247,10 @@ def cli() -> None:
 
 
 def main() -> None:
+    if sys.platform == "win32":  # a redirected stream is cp1252 there: never fail on a name
+        for stream in (sys.stdout, sys.stderr):
+            reconfigure = getattr(stream, "reconfigure", None)
+            if reconfigure is not None:
+                reconfigure(errors="replace")
     # One name however it is started (`python -m zwalk` too): usage lines, shell completion.
     sys.exit(cli.main(prog_name="zwalk", standalone_mode=True))

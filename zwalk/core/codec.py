@@ -29,6 +29,7 @@ from zwalk.core.limits import (
     MAX_REQ_ID,
     PROTOCOL_VERSION,
 )
+from zwalk.core.list_messages import List, ListOk
 from zwalk.core.messages import (
     Bye,
     Chunks,
@@ -75,9 +76,12 @@ MESSAGE_TYPES: dict[str, type[Message]] = {
         StatusOk,
         Find,
         FindOk,
+        List,
+        ListOk,
     )
 }
-REQUESTS = (Hello, Ping, Search, Walk, WalkCheck, GetInfo, GetChunks)  # a peer may ask these
+# what a peer may ask
+REQUESTS = (Hello, Ping, Search, Walk, WalkCheck, GetInfo, GetChunks, List)
 NOTIFICATIONS = (Bye, WalkHits, WalkEnd)  # a peer may send these without expecting a reply
 CONTROL_REQUESTS = (Status, Find)  # what the local control endpoint answers
 CONTROL_MESSAGES = (Status, StatusOk, Find, FindOk)  # they may use MAX_CONTROL_HEADER

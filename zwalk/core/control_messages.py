@@ -38,6 +38,7 @@ from zwalk.core.limits import (
     MAX_NAMED,
     MAX_PATH_BYTES,
     MAX_PATTERN_BYTES,
+    MAX_SHARES,
     MAX_TEXT_BYTES,
     MAX_TIME_MS,
     MAX_TRACE,
@@ -74,7 +75,9 @@ class MemberInfo(Struct):
         "last_seen_ms": uint(2**53),
         "rtt_us": optional(uint(MAX_COUNT)),
         "files": uint(MAX_COUNT),
+        "key": blob(max_len=KEY_BYTES),
     }
+    DEFAULTS = {"key": b""}
     node: bytes | None
     name: str
     host: str
@@ -86,6 +89,7 @@ class MemberInfo(Struct):
     last_seen_ms: int
     rtt_us: int | None
     files: int
+    key: bytes = b""  # the public key it proved or announced (empty: not known yet)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -149,8 +153,10 @@ class StatusOk(Message):
         "members": struct_list(MemberInfo, MAX_MEMBERS),
         "sent": uint(2**63 - 1),
         "failed": struct_list(Failure, MAX_FAILURES),
+        "hashed": uint(MAX_COUNT),
+        "shares": text_list(MAX_PATH_BYTES, MAX_SHARES),
     }
-    DEFAULTS = {"failed": ()}
+    DEFAULTS = {"failed": (), "hashed": 0, "shares": ()}
     node: bytes
     name: str
     endpoints: tuple[PeerRef, ...]
@@ -159,6 +165,8 @@ class StatusOk(Message):
     members: tuple[MemberInfo, ...]
     sent: int = 0  # query messages this node sent: walk copies, check-backs, probe searches
     failed: tuple[Failure, ...] = ()  # peers it could not reach or lost, latest first
+    hashed: int = 0  # files it read and hashed since it started (the others came from its cache)
+    shares: tuple[str, ...] = ()  # the folders it shares (absolute paths)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -339,6 +339,12 @@ class Membership:
         m.last_seen = now
         m.missed = 0
 
+    def on_files(self, node: bytes, files: int) -> None:
+        """A peer told us how many files it shares now (a ping after its index changed)."""
+        m = self.by_node(node)
+        if m is not None:
+            m.files = files
+
     def on_bye(self, node: bytes, now: float) -> list[Action]:
         m = self.by_node(node)
         return self._drop(m, "left", now) if m is not None else []

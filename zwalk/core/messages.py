@@ -24,10 +24,12 @@ from zwalk.core.fields import (
     ipv4,
     node_ids,
     node_path,
+    optional,
     rel_path,
     struct,
     struct_list,
     text,
+    text_list,
     uint,
 )
 from zwalk.core.limits import (
@@ -38,6 +40,8 @@ from zwalk.core.limits import (
     MAX_CHUNK_SIZE,
     MAX_CHUNKS,
     MAX_COUNT,
+    MAX_FEATURE_BYTES,
+    MAX_FEATURES,
     MAX_FILE_SIZE,
     MAX_GOSSIP,
     MAX_HITS,
@@ -117,20 +121,27 @@ class HelloOk(Message):
         "port": uint(65535),
         "inc": blob(exact=INC_BYTES),
         "peers": struct_list(PeerRef, MAX_GOSSIP),
+        "features": text_list(MAX_FEATURE_BYTES, MAX_FEATURES),
     }
+    DEFAULTS = {"features": ()}
     node: bytes
     name: str
     files: int
     port: int
     inc: bytes
     peers: tuple[PeerRef, ...] = ()
+    features: tuple[str, ...] = ()  # the optional requests it answers (section 3)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Ping(Message):
-    """Are you still there? Sent to a peer that has been quiet for a while."""
+    """Are you still there? Sent to a peer that has been quiet for a while, and to every peer
+    when the sender's share index changed (`files`: how many files it shares now)."""
 
     TYPE = "ping"
+    SCHEMA = {"files": optional(uint(MAX_COUNT))}
+    DEFAULTS = {"files": None}
+    files: int | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -56,3 +56,32 @@ def is_bare_cid(text: str) -> bool:
     """64 hex digits, as b3sum prints a hash: read as a content id, not as a file name."""
     text = text.strip()
     return len(text) == 64 and all(c in string.hexdigits for c in text)
+
+
+def glob_literal(pattern: str) -> str:
+    """The longest run of plain characters in a glob: every name the glob matches holds it, so
+    an index can look for it first (str.find) and check the whole pattern only there. Brackets
+    follow fnmatch: `[!...]` and `[]...]` are sets, a `[` that never closes is a plain `[`."""
+    best = run = ""
+    i, n = 0, len(pattern)
+    while i < n:
+        c = pattern[i]
+        i += 1
+        if c in "*?":
+            best, run = max(best, run, key=len), ""
+        elif c == "[":
+            j = i
+            if j < n and pattern[j] == "!":
+                j += 1
+            if j < n and pattern[j] == "]":
+                j += 1
+            while j < n and pattern[j] != "]":
+                j += 1
+            if j >= n:
+                run += c  # no closing bracket: a plain '['
+            else:
+                best, run = max(best, run, key=len), ""
+                i = j + 1
+        else:
+            run += c
+    return max(best, run, key=len)

@@ -39,7 +39,6 @@ class SharedFile(Protocol):
 class ShareIndex(Protocol):
     def __len__(self) -> int: ...
     def by_cid(self, cid: bytes) -> SharedFile | None: ...
-    def search(self, query: Query, limit: int = ...) -> Sequence[SharedFile]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +84,61 @@ class ReadSpan:
         )
 
 
-Answer = p.Message | ReadSpan
+@dataclass(frozen=True, slots=True)
+class Lookup:
+    """To answer a search: look `query` up in the index (a glob scans it, so the shell may do
+    that off its event loop), then reply with `hits(found)`."""
+
+    msg: p.Search
+    query: Query
+
+    def hits(self, found: Sequence[SharedFile]) -> p.Hits:
+        m = self.msg
+        return p.Hits(req=m.req, qid=m.qid, hits=tuple(e.hit() for e in found[: m.limit]))
+
+
+@dataclass(frozen=True, slots=True)
+class InfoCheck:
+    """To answer a get-info: check that the file is still what was indexed (its size, time and
+    identity), then reply with `info()`, or with `changed()` if it is not: hashes of a file
+    that changed on disk would fail every chunk."""
+
+    msg: p.GetInfo
+    entry: SharedFile
+
+    def info(self) -> p.FileInfo:
+        return self.entry.info(self.msg.req)
+
+    def changed(self, what: str) -> p.Error:
+        m = self.msg
+        return p.Error(
+            req=m.req,
+            code=p.ErrorCode.NOT_FOUND,
+            reason=f"{p.cid_to_text(m.cid)} is no longer shared here: {self.entry.name} {what} "
+            "since it was indexed (it is being indexed again)",
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Listing:
+    """To answer a list: read one page of the index in path order (a scan: off the loop),
+    then reply with `page(...)`."""
+
+    msg: p.List
+
+    @property
+    def query(self) -> Query | None:
+        m = self.msg
+        return Query(kind=m.kind, pattern=m.pattern, icase=m.icase) if m.pattern else None
+
+    def page(self, found: Sequence[SharedFile], cursor: str, total: int) -> p.ListOk:
+        files = tuple(e.hit() for e in found[: self.msg.limit])
+        return p.ListOk(req=self.msg.req, files=files, next=cursor, total=total)
+
+
+FEATURES = (p.FEATURE_LIST,)  # the optional requests this node answers (protocol section 3)
+
+Answer = p.Message | ReadSpan | Lookup | InfoCheck | Listing
 
 
 def answer(msg: p.Message, index: ShareIndex, me: Me, gossip: tuple[p.PeerRef, ...] = ()) -> Answer:
@@ -100,18 +153,19 @@ def answer(msg: p.Message, index: ShareIndex, me: Me, gossip: tuple[p.PeerRef, .
                 port=me.port,
                 inc=me.inc,
                 peers=gossip,
+                features=FEATURES,
             )
         case p.Ping():
             return p.Pong(req=msg.req, files=len(index))
         case p.Search():
-            query = Query(kind=msg.kind, pattern=msg.pattern, icase=msg.icase)
-            found = index.search(query, limit=msg.limit)
-            return p.Hits(req=msg.req, qid=msg.qid, hits=tuple(e.hit() for e in found))
+            return Lookup(msg, Query(kind=msg.kind, pattern=msg.pattern, icase=msg.icase))
         case p.GetInfo():
             entry = index.by_cid(msg.cid)
-            return entry.info(msg.req) if entry is not None else not_found(msg.req, msg.cid)
+            return InfoCheck(msg, entry) if entry is not None else not_found(msg.req, msg.cid)
         case p.GetChunks():
             return _chunks(msg, index)
+        case p.List():
+            return Listing(msg)
     return p.Error(req=msg.req, code=p.ErrorCode.BAD_REQUEST, reason="unexpected message")
 
 

@@ -10,6 +10,7 @@ import contextlib
 import logging
 import os
 import secrets
+import sys
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -35,7 +36,8 @@ def control_endpoint(data_dir: Path) -> str | None:
 
     Creates the socket's folder owner-only: only the same user can reach the socket."""
     path = socket_path(data_dir)
-    if not zmq.has("ipc") or len(str(path).encode()) > MAX_IPC_PATH:
+    # pyzmq's Windows wheels build libzmq without ipc (it was unreliable there).
+    if sys.platform == "win32" or not zmq.has("ipc") or len(str(path).encode()) > MAX_IPC_PATH:
         return None
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.chmod(path.parent, 0o700)  # our own folder: also if an older run left it wider
@@ -172,6 +174,8 @@ def node_status(walks: WalkService, req: int = 0) -> p.StatusOk:
         members=tuple(member_info(m, ms) for m in members)[: p.MAX_MEMBERS],
         sent=walks.sent,
         failed=tuple(failures(peers.membership, mono)),
+        hashed=walks.shares.hashed,
+        shares=tuple(str(r.path) for r in walks.shares.scanner.roots)[: p.MAX_SHARES],
     )
 
 

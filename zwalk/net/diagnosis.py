@@ -96,6 +96,7 @@ def member_info(m: Member, ms: Callable[[float], int]) -> p.MemberInfo:
         last_seen_ms=ms(m.last_seen or m.first_seen),
         rtt_us=None if m.rtt is None else min(p.MAX_COUNT, int(m.rtt * 1e6)),
         files=m.files,
+        key=m.pubkey or b"",
     )
 
 

@@ -114,6 +114,8 @@ async def download(
     options = options or TransferOptions()
     keep_freed_frames()
     p.file_name(name)  # the name came from the network: it must stay inside out_dir
+    tid = p.cid_to_text(cid)[:15]  # how logs on every node name this transfer
+    log.info("transfer %s: %s (%d bytes) from %d holders", tid, name, size, len(holders))
     groups, excluded, rtts = await fetch_info(holders, cid, size, options.info_timeout)
     received = 0
     gone: set[PeerLink] = set()  # sources that no longer share the file
@@ -163,9 +165,11 @@ async def download(
             raise
         finally:
             part.close()
+        log.info("transfer %s: verified, placed at %s", tid, final)
         for link, st in sched.sources.items():
             log.info(
-                "%s: %s verified%s, at %s/s, frames of %d chunks, window %s%s",
+                "transfer %s: %s: %s verified%s, at %s/s, frames of %d chunks, window %s%s",
+                tid,
                 link.label,
                 mib(st.bytes),
                 f" ({st.good} chunks)" if st.good else "",

@@ -10,12 +10,12 @@ from zwalk.core import protocol as p
 from zwalk.core.fields import Strategy
 from zwalk.core.outcome import ProbeSearch
 from zwalk.core.query import Query
-from zwalk.core.responder import ShareIndex
 from zwalk.core.search_options import SearchOptions
 from zwalk.core.searches import FloodSearch, KWalkSearch
 from zwalk.net.links import PeerLink
 from zwalk.net.peers import PeerTable
 from zwalk.net.probe import probe
+from zwalk.net.shares import Shares
 from zwalk.net.walks import WalkService
 
 
@@ -90,11 +90,11 @@ def _holder(peers: PeerTable, peer: bytes, path: str) -> p.Holder:
     )
 
 
-def local_hits(index: ShareIndex, query: Query) -> list[p.LocalHit]:
+async def local_hits(shares: Shares, query: Query) -> list[p.LocalHit]:
     """What the node itself shares that matches: a user's own files are hits too."""
     return [
         p.LocalHit(name=e.name, size=e.size, cid=e.cid, path=str(e.path))
-        for e in index.search(query, limit=p.MAX_LOCAL_HITS)
+        for e in await shares.search(query, p.MAX_LOCAL_HITS)
         if len(str(e.path).encode()) <= p.MAX_PATH_BYTES
     ]
 
@@ -103,9 +103,8 @@ async def run_find(walks: WalkService, query: Query, opts: SearchOptions) -> Fin
     """Search the node's live peers with the chosen strategy."""
     peers = walks.peers
     started = time.monotonic()
-    result = FindResult(
-        opts.strategy, known=len(peers.neighbours()), local=local_hits(walks.shares.index, query)
-    )
+    known = len(peers.neighbours())
+    result = FindResult(opts.strategy, known=known, local=await local_hits(walks.shares, query))
     if opts.strategy is Strategy.PROBE:
         ps: ProbeSearch[PeerLink] = await probe(
             peers.alive_links(),

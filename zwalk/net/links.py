@@ -58,6 +58,7 @@ class PeerInfo:
     name: str
     files: int
     endpoint: Endpoint
+    features: tuple[str, ...] = ()  # the optional requests it answers
 
     @property
     def short(self) -> str:
@@ -201,7 +202,7 @@ class PeerLink:
         if reply.node != node_id_for(self.server_key):
             raise PeerError("its hello-ok names another node than the key it proved")
         self.rtt = asyncio.get_running_loop().time() - started  # a small request, both ways
-        self.info = PeerInfo(reply.node, reply.name, reply.files, self.endpoint)
+        self.info = PeerInfo(reply.node, reply.name, reply.files, self.endpoint, reply.features)
         return reply
 
     def close(self, linger_ms: int = 0) -> None:

@@ -22,6 +22,7 @@ class Local:
     incarnation: bytes = field(default_factory=lambda: os.urandom(p.INC_BYTES))
     endpoints: list[Endpoint] = field(default_factory=list)  # where our ROUTER is bound
     mdns_addresses: list[str] = field(default_factory=list)  # where we announce
+    files: int = 0  # how many files we share (told to peers in pings)
 
     @property
     def node_id(self) -> bytes:

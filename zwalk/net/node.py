@@ -75,7 +75,7 @@ class Node:
         self.local = Local(identity, cfg.name, listen)
         self.gate = Gate(cfg.trust, cfg.allowlist, identity.key)
         self.peers = PeerTable(self.ctx, cfg, self.local, self.spawn, self.gate)
-        self.shares = Shares(cfg, [Path(s) for s in shares], self.spawn, self._write_state)
+        self.shares = Shares(cfg, [Path(s) for s in shares], self.spawn, self._index_changed)
         self.walks = WalkService(self.local, self.peers, self.shares, self.spawn, cfg.reply_timeout)
         self.discovery: Discovery | None = None
         self._tg: asyncio.TaskGroup | None = None
@@ -103,7 +103,10 @@ class Node:
                         ready.set_exception(e)
                     raise
                 ready.set_result(self)
-                await asyncio.Future()  # until cancelled
+                try:
+                    await asyncio.Future()  # until cancelled
+                finally:
+                    self.shares.stop()  # its worker and watcher threads end while tasks do
         finally:
             self._closing = True
             self._tg = None
@@ -128,7 +131,7 @@ class Node:
         tg.create_task(self.peers.keep_alive())
         self._write_state()
         if self.shares.folders:
-            await self.shares.rescan()
+            await self.shares.start()
             tg.create_task(self.shares.keep_fresh())
 
     async def _start_discovery(self) -> None:
@@ -174,6 +177,7 @@ class Node:
     async def _leave(self) -> None:
         """Tell peers and mDNS that we go, then release every socket."""
         self.shares.stop()
+        await self.shares.close()
         self.peers.close()
         if self.discovery is not None:
             try:
@@ -205,6 +209,11 @@ class Node:
         self._sockets.append(sock)
         return sock
 
+    def _index_changed(self) -> None:
+        self.local.files = len(self.shares.index)
+        self._write_state()
+        self.peers.tell_files()
+
     def _write_state(self) -> None:
         if self.state_dir is None or not self.local.listen:
             return
@@ -218,6 +227,7 @@ class Node:
                 "control": self._control_endpoint,
                 "token": self._token.hex(),
                 "files": len(self.shares.index),
+                "hashed": self.shares.hashed,
                 "downloads": str(self.cfg.downloads.resolve()),
                 "shares": [str(s.resolve()) for s in self.shares.folders],
             },

@@ -249,7 +249,8 @@ class PeerTable:
 
     async def _ping(self, link: PeerLink) -> None:
         try:
-            reply = await link.request(p.Ping(req=0), self.cfg.ping_timeout)
+            ping = p.Ping(req=0, files=self.local.files)
+            reply = await link.request(ping, self.cfg.ping_timeout)
         except (TimeoutError, PeerError):
             return  # the membership clock counts the miss
         if isinstance(reply, p.Pong):
@@ -386,6 +387,12 @@ class PeerTable:
         )
         link = self.links.get(ep)
         return link if link is not None and not link.closed else None
+
+    def tell_files(self) -> None:
+        """Our share index changed: ping every live peer, so each learns our file count now
+        rather than at its next refresh."""
+        for link in self.alive_links():
+            self.spawn(self._ping(link))
 
     def alive_links(self) -> list[PeerLink]:
         return [self.links[m.endpoint] for m in self.membership.alive() if m.endpoint in self.links]

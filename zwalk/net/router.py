@@ -27,9 +27,11 @@ from zwalk.net.peers import PeerTable
 from zwalk.net.shares import Shares
 from zwalk.net.tasks import in_thread
 from zwalk.net.walks import WalkService
-from zwalk.store.reading import FileChanged, read_span
+from zwalk.store.reading import FileChanged, check_file, read_span
 
 log = logging.getLogger(__name__)
+# Who searched for what and who fetched what: `serve -v` shows it.
+access = logging.getLogger("zwalk.access")
 
 MAX_CONCURRENT_REQUESTS = 64  # per node, beyond this a request is answered "busy"
 MAX_CONCURRENT_READS = 8
@@ -79,6 +81,8 @@ class Router:
         self.peers.on_traffic(sender)
         try:
             msg = p.decode([f.buffer for f in frames[1:]])
+            if log.isEnabledFor(logging.DEBUG):  # -vv: every message
+                log.debug("<- %s req %d from %s", msg.TYPE, msg.req, self._who(sender))
         except p.ProtocolError as e:  # the peer's fault
             log.info("rejected message from %s: %s", rid.hex()[:12], e.reason)
             if e.req is not None:
@@ -112,6 +116,8 @@ class Router:
             )
             await reply(self.sock, rid, _bad(msg.req, why))
             return
+        if isinstance(msg, p.Ping) and msg.files is not None:
+            self.peers.membership.on_files(sender, msg.files)
         if isinstance(msg, p.Hello | p.Ping):  # membership must work however busy we are
             await reply(self.sock, rid, await self.respond(msg, sender))
             return
@@ -143,7 +149,56 @@ class Router:
     async def respond(self, msg: p.Message, sender: bytes) -> p.Message:
         """The reply to a request that passed the gate, chunk data read in."""
         answer = self.answer(msg, sender)
-        return await self._read(answer) if isinstance(answer, responder.ReadSpan) else answer
+        match answer:
+            case responder.ReadSpan():
+                return await self._read(answer)
+            case responder.Lookup():
+                found = await self.shares.search(answer.query, answer.msg.limit)
+                access.info(
+                    "%s searched for %r: %d hits",
+                    self._who(sender),
+                    answer.query.pattern,
+                    len(found),
+                )
+                return answer.hits(found)
+            case responder.InfoCheck():
+                return await self._check(answer, sender)
+            case responder.Listing():
+                m = answer.msg
+                found, cursor = await self.shares.page(
+                    after=m.after, prefix=m.prefix, query=answer.query, limit=m.limit
+                )
+                if not m.after:
+                    access.info("%s lists %r", self._who(sender), m.prefix or "everything")
+                return answer.page(found, cursor, len(self.shares.index))
+        return answer
+
+    async def _check(self, check: responder.InfoCheck, sender: bytes) -> p.Message:
+        e = check.entry
+        try:
+            await in_thread(check_file, e.path, e.size, e.mtime_ns, e.ino, e.dev)
+        except OSError as err:
+            gone = isinstance(err, FileChanged | FileNotFoundError)
+            log.info("%s: %s", e.path, err)
+            self.shares.unreadable(e.path, gone=gone)
+            if not gone:
+                why = err.strerror or "read error"
+                return p.Error(
+                    req=check.msg.req, code=p.ErrorCode.INTERNAL, reason=f"cannot read: {why}"
+                )
+            return check.changed("changed" if isinstance(err, FileChanged) else "was removed")
+        access.info(
+            "transfer %s: %s fetches %s (%d bytes)",
+            p.cid_to_text(e.cid)[:15],
+            self._who(sender),
+            e.name,
+            e.size,
+        )
+        return check.info()
+
+    def _who(self, sender: bytes) -> str:
+        m = self.peers.membership.by_node(sender)
+        return f"{m.name} ({sender.hex()[:12]})" if m is not None else sender.hex()[:12]
 
     async def _handle(self, rid: bytes, msg: p.Message, sender: bytes) -> None:
         try:
@@ -211,7 +266,7 @@ def _work(msg: p.Message) -> Work | None:
             return Work.FLOOD
         case p.Walk():
             return Work.WALK
-        case p.Search():
+        case p.Search() | p.List():
             return Work.SEARCH
         case p.GetChunks():
             return Work.CHUNKS

@@ -25,6 +25,7 @@ from zwalk.net.peers import PeerTable
 from zwalk.net.shares import Shares
 
 log = logging.getLogger(__name__)
+access = logging.getLogger("zwalk.access")  # who searched for what (serve -v)
 
 HANDOVER_TIMEOUT = 1.0  # seconds for the next hop to acknowledge a walk before another is tried
 FLOOD_QUIET = 1.0  # seconds without a report after which a flood search is over
@@ -113,7 +114,16 @@ class WalkService:
     async def _relay_walk(self, msg: p.Walk, sender: bytes) -> None:
         step = RelayStep(self.relay, to_policy(msg), self.rng, sender=sender)
         query = Query(kind=msg.kind, pattern=msg.pattern, icase=msg.icase)
-        found = self.shares.index.search(query, limit=p.MAX_HITS) if step.first else []
+        found = await self.shares.search(query, p.MAX_HITS) if step.first else []
+        if step.first:
+            access.info(
+                "walk %s from %s for %r: %d hits here (hop %d)",
+                walk_id(msg.qid),
+                msg.origin.name or msg.origin.node.hex()[:12],
+                msg.pattern,
+                len(found),
+                msg.hops,
+            )
         if found:
             # Reported before the walk goes on (as a walk that comes back to its searcher can
             # end the search), and only once the searcher has answered our hello.
@@ -230,6 +240,13 @@ class WalkService:
         now = time.monotonic()
         s = run.search
         if isinstance(msg, p.WalkHits):
+            log.info(
+                "walk %s: %d hits from %s after %d hops",
+                walk_id(msg.qid),
+                len(msg.hits),
+                sender.hex()[:12],
+                msg.hops,
+            )
             s.on_hits(to_policy(msg), sender, msg.hits, now, latency=now - s.started)
         elif isinstance(msg, p.WalkEnd) and isinstance(s, KWalkSearch):
             more = s.on_end(to_policy(msg), sender, msg.reason, now)
@@ -298,6 +315,14 @@ class WalkService:
                 stop_on_hit=opts.want == 1,
             )
         s.linger = opts.linger
+        log.info(
+            "walk %s: %s %s %r among %d peers",
+            walk_id(qid),
+            opts.strategy,
+            query.kind,
+            query.pattern,
+            len(neighbours),
+        )
         run = Running(s, query, self.local.self_ref())
         self.running[qid] = run
         # Copies of our own query that come back (floods do) are duplicates here.
@@ -319,3 +344,8 @@ class WalkService:
         finally:
             self.running.pop(qid, None)
         return s
+
+
+def walk_id(qid: bytes) -> str:
+    """How logs name a search on every node it visits: the first hex digits of its query id."""
+    return "q:" + qid.hex()[:12]

@@ -1,35 +1,32 @@
-# The share index: which files this node offers, with their content ids and chunk hashes.
+# The share index: which files this node offers, with their content ids and chunk hashes, kept
+# for lookups that stay fast at a million files -- by exact name and content id through dicts,
+# by glob through a scan of each block's joined names for the pattern's longest literal, and in
+# path order for listings.
 #
-# Everything here blocks (it walks folders and reads files); the node calls it from a worker
-# thread, never on the event loop. A content id is the plain BLAKE3 of the whole file, so it equals
-# what `b3sum` prints; each chunk also gets its own BLAKE3 so a download can verify piece by piece.
-# Hashes are cached in the data dir, keyed by path, size and mtime, so an unchanged tree is not
-# read again.
+# The index changes in place, only on the event loop (put/remove). A glob search or a listing
+# may run in a worker thread meanwhile: it reads each block through a snapshot (`_Block.view`),
+# so a concurrent change makes it see the index slightly before or after, never a torn state.
+# Hashing and walking folders live in store/scanner.py, the copy on disk in store/indexdb.py.
 from __future__ import annotations
 
-import logging
+import bisect
+import fnmatch
 import os
-import stat
-import threading
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import blake3
-import cbor2
-
 from zwalk.core import protocol as p
-from zwalk.core.query import Query
+from zwalk.core.query import Query, glob_literal, nfc
 
-log = logging.getLogger(__name__)
-
-CACHE_VERSION = 1
+BLOCK = 4096  # entries per block: a block's joined names are a few hundred KB at most
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class FileEntry:
-    path: Path  # absolute, on this host
-    rel: str  # '/'-separated, starting with the share folder's own name
+    root: str  # the share folder (or shared file) on this host: one string shared by its files
+    rel: str  # '/'-separated, starting with the share's label (its folder's name)
     size: int
     mtime_ns: int
     cid: bytes
@@ -40,7 +37,19 @@ class FileEntry:
 
     @property
     def name(self) -> str:
-        return self.path.name
+        return self.rel.rpartition("/")[2]
+
+    @property
+    def path(self) -> Path:
+        """Where the file is on this host (the root itself for a shared file)."""
+        _, slash, tail = self.rel.partition("/")
+        return Path(self.root, *tail.split("/")) if slash else Path(self.root)
+
+    def same_file(self, st: os.stat_result) -> bool:
+        """Whether a stat describes the file as it was indexed (then its hashes still hold)."""
+        return (st.st_size, st.st_mtime_ns) == (self.size, self.mtime_ns) and (
+            not self.ino or not st.st_ino or (st.st_ino, st.st_dev) == (self.ino, self.dev)
+        )
 
     def info(self, req: int) -> p.FileInfo:
         return p.FileInfo(
@@ -52,239 +61,267 @@ class FileEntry:
         return p.Hit(name=self.name, path=self.rel, size=self.size, cid=self.cid, mtime_ms=mtime_ms)
 
 
-@dataclass(slots=True)
-class Index:
-    entries: list[FileEntry] = field(default_factory=list)
-    skipped: list[tuple[Path, str]] = field(default_factory=list)  # path, why
-    _by_cid: dict[bytes, FileEntry] = field(default_factory=dict)
+# A dict value: one entry, or a tuple of them (most names and contents occur once: no list each).
+Many = FileEntry | tuple[FileEntry, ...]
 
-    def __post_init__(self) -> None:
-        self._by_cid = {e.cid: e for e in self.entries}
+
+def _add(d: dict[str, Many] | dict[bytes, Many], key: str | bytes, e: FileEntry) -> None:
+    old = d.get(key)  # type: ignore[arg-type]
+    if old is None:
+        d[key] = e  # type: ignore[index]
+    else:
+        d[key] = (*_all(old), e)  # type: ignore[index]
+
+
+def _discard(d: dict[str, Many] | dict[bytes, Many], key: str | bytes, e: FileEntry) -> None:
+    old = d.get(key)  # type: ignore[arg-type]
+    if old is None:
+        return
+    rest = tuple(x for x in _all(old) if x is not e)
+    if not rest:
+        del d[key]  # type: ignore[arg-type]
+    else:
+        d[key] = rest[0] if len(rest) == 1 else rest  # type: ignore[index]
+
+
+def _all(v: Many | None) -> tuple[FileEntry, ...]:
+    if v is None:
+        return ()
+    return v if isinstance(v, tuple) else (v,)
+
+
+def _key(e: FileEntry) -> str:
+    return e.rel
+
+
+@dataclass(slots=True, eq=False)
+class _Block:
+    """Up to 2 * BLOCK entries in path order, and a cache of their names joined by newlines
+    (no shared name holds a control character) for glob searches."""
+
+    entries: list[FileEntry] = field(default_factory=list)
+    version: int = 0
+    _view: tuple[int, list[FileEntry], str, str] | None = None
+
+    def changed(self) -> None:
+        self.version += 1
+        self._view = None
+
+    def view(self, icase: bool) -> tuple[list[FileEntry], str]:
+        """A snapshot of the entries and their (NFC, maybe case-folded) names, one per line.
+        Safe from a worker thread: the copy is one C call, so it is never half changed."""
+        v = self._view
+        if v is None or v[0] != self.version:
+            version = self.version
+            snap = list(self.entries)
+            names = "\n".join([nfc(e.name) for e in snap])
+            v = (version, snap, names, names.casefold())
+            self._view = v
+        return v[1], v[3] if icase else v[2]
+
+
+class Index:
+    """The files this node shares. Change it on the event loop only; read it anywhere."""
+
+    def __init__(self, entries: Iterable[FileEntry] = ()) -> None:
+        self._by_rel: dict[str, FileEntry] = {}
+        self._by_name: dict[str, Many] = {}  # NFC name
+        self._by_fold: dict[str, Many] = {}  # case-folded NFC name
+        self._by_cid: dict[bytes, Many] = {}
+        self._blocks: list[_Block] = []
+        self.total_bytes = 0
+        self.version = 0  # counts changes: a listing cursor or a cache can tell it moved on
+        for e in entries:
+            self.put(e)
 
     def __len__(self) -> int:
-        return len(self.entries)
+        return len(self._by_rel)
+
+    def __iter__(self) -> Iterator[FileEntry]:
+        """Every entry in path order (from a snapshot of each block)."""
+        for block in list(self._blocks):
+            yield from list(block.entries)
 
     @property
-    def total_bytes(self) -> int:
-        return sum(e.size for e in self.entries)
+    def entries(self) -> list[FileEntry]:
+        return list(self)
+
+    def get(self, rel: str) -> FileEntry | None:
+        return self._by_rel.get(rel)
+
+    def rels(self) -> list[str]:
+        return list(self._by_rel)
 
     def by_cid(self, cid: bytes) -> FileEntry | None:
-        return self._by_cid.get(cid)
+        found = _all(self._by_cid.get(cid))
+        return found[0] if found else None
 
-    def without(self, path: Path) -> Index:
-        """The same index without one file (other copies of its content stay)."""
-        return Index(entries=[e for e in self.entries if e.path != path], skipped=self.skipped)
+    # --- changes (event loop only) --------------------------------------------------------
+    def put(self, e: FileEntry) -> None:
+        """Add a file, or replace the entry at its path."""
+        old = self._by_rel.get(e.rel)
+        if old is not None:
+            self.remove(e.rel)
+        self._by_rel[e.rel] = e
+        name = nfc(e.name)
+        _add(self._by_name, name, e)
+        fold = name.casefold()
+        _add(self._by_fold, name if fold == name else fold, e)
+        _add(self._by_cid, e.cid, e)
+        self.total_bytes += e.size
+        self._insert(e)
+        self.version += 1
 
+    def remove(self, rel: str) -> FileEntry | None:
+        e = self._by_rel.pop(rel, None)
+        if e is None:
+            return None
+        name = nfc(e.name)
+        _discard(self._by_name, name, e)
+        _discard(self._by_fold, name.casefold(), e)
+        _discard(self._by_cid, e.cid, e)
+        self.total_bytes -= e.size
+        self._delete(e)
+        self.version += 1
+        return e
+
+    def under(self, rel: str) -> list[str]:
+        """The paths of the entries at `rel` or below it (a folder that went away)."""
+        out = [rel] if rel in self._by_rel else []
+        prefix = rel + "/"
+        for e in self.page(after=prefix, prefix=prefix, limit=len(self) + 1)[0]:
+            out.append(e.rel)
+        return out
+
+    def _find_block(self, rel: str) -> int:
+        """The block that holds, or would hold, `rel`."""
+        i = bisect.bisect_left(self._blocks, rel, key=lambda b: b.entries[-1].rel)
+        return min(i, len(self._blocks) - 1)
+
+    def _insert(self, e: FileEntry) -> None:
+        if not self._blocks:
+            self._blocks.append(_Block([e]))
+            return
+        i = self._find_block(e.rel)
+        block = self._blocks[i]
+        bisect.insort(block.entries, e, key=_key)
+        block.changed()
+        if len(block.entries) > 2 * BLOCK:  # split: readers holding the old block keep it whole
+            half = len(block.entries) // 2
+            self._blocks[i : i + 1] = [
+                _Block(block.entries[:half]),
+                _Block(block.entries[half:]),
+            ]
+
+    def _delete(self, e: FileEntry) -> None:
+        i = self._find_block(e.rel)
+        block = self._blocks[i]
+        j = bisect.bisect_left(block.entries, e.rel, key=_key)
+        if j < len(block.entries) and block.entries[j] is e:
+            del block.entries[j]
+            block.changed()
+        if not block.entries:
+            del self._blocks[i]
+
+    # --- lookups ----------------------------------------------------------------------------
     def search(self, query: Query, limit: int = p.MAX_HITS) -> list[FileEntry]:
-        if query.kind is p.QueryKind.CID:  # a content id is a key, not a scan
-            entry = self._by_cid.get(p.cid_from_text(query.pattern))
+        """One entry per content id (the same bytes under two paths are one thing to fetch).
+        Names and content ids are dict lookups; a glob scans, so the node runs it off the
+        event loop when the index is large (`is_quick`)."""
+        if query.kind is p.QueryKind.CID:
+            entry = self.by_cid(p.cid_from_text(query.pattern))
             return [entry] if entry is not None else []
-        # One hit per content id: the same bytes under two paths are one thing to fetch.
+        if query.kind is p.QueryKind.NAME:
+            pattern = nfc(query.pattern)
+            found = (
+                _all(self._by_fold.get(pattern.casefold()))
+                if query.icase
+                else _all(self._by_name.get(pattern))
+            )
+            return _distinct(found, limit)
+        return self._glob(query, limit)
+
+    def is_quick(self, query: Query) -> bool:
+        """Whether `search` takes next to no time (a dict lookup, or a small index)."""
+        return query.kind is not p.QueryKind.GLOB or len(self) <= BLOCK
+
+    def _glob(self, query: Query, limit: int) -> list[FileEntry]:
+        pattern = nfc(query.pattern)
+        if query.icase:
+            pattern = pattern.casefold()
+        rx = re.compile(fnmatch.translate(pattern))
+        literal = glob_literal(pattern)
         out: dict[bytes, FileEntry] = {}
-        for e in self.entries:
-            if e.cid not in out and query.matches(e.name, e.cid):
-                out[e.cid] = e
-                if len(out) >= limit:
-                    break
+        for block in list(self._blocks):
+            snap, names = block.view(query.icase)
+            if literal:
+                _scan_literal(snap, names, literal, rx, out, limit)
+            else:
+                for i, name in enumerate(names.split("\n")):
+                    if rx.match(name) and snap[i].cid not in out:
+                        out[snap[i].cid] = snap[i]
+                        if len(out) >= limit:
+                            break
+            if len(out) >= limit:
+                break
         return list(out.values())
 
-
-def chunk_size_for(size: int, preferred: int) -> int:
-    """The preferred chunk size, doubled until the file fits in MAX_CHUNKS chunks."""
-    cs = preferred
-    while p.chunk_count(size, cs) > p.MAX_CHUNKS and cs < p.MAX_CHUNK_SIZE:
-        cs *= 2
-    return cs
-
-
-def hash_file(
-    path: Path, chunk_size: int, size: int, stop: threading.Event | None = None
-) -> tuple[bytes, bytes]:
-    """(content id, concatenated chunk hashes) of the first `size` bytes, in one pass.
-
-    Raises OSError if the file is shorter than `size` (it changed under us)."""
-    whole = blake3.blake3(max_threads=blake3.blake3.AUTO)
-    hashes = bytearray()
-    view = memoryview(bytearray(chunk_size))
-    left = size
-    with open(path, "rb", buffering=0) as f:
-        while left > 0:
-            if stop is not None and stop.is_set():
-                raise Stopped
-            want = min(chunk_size, left)
-            n = _read_full(f, view[:want])
-            if n != want:
-                raise OSError(f"{path} shrank while being hashed")
-            piece = view[:n]
-            whole.update(piece)
-            hashes += blake3.blake3(piece).digest()
-            left -= n
-    return whole.digest(), bytes(hashes)
+    def page(
+        self, *, after: str = "", prefix: str = "", query: Query | None = None, limit: int = 100
+    ) -> tuple[list[FileEntry], str]:
+        """Entries in path order whose path comes after `after` and starts with `prefix`, and
+        whose name matches `query` (a glob or a name) if one is given: at most `limit` of them,
+        and the cursor for the next page ('' when this was the last)."""
+        start = max(after, prefix)
+        blocks = list(self._blocks)
+        i = bisect.bisect_right(blocks, start, key=lambda b: b.entries[-1].rel if b.entries else "")
+        out: list[FileEntry] = []
+        for block in blocks[i:]:
+            snap = list(block.entries)
+            j = bisect.bisect_right(snap, start, key=_key)
+            for e in snap[j:]:
+                if not e.rel.startswith(prefix):
+                    return out, ""
+                if e.rel == after:
+                    continue
+                if query is None or query.matches(e.name, e.cid):
+                    if len(out) == limit:
+                        return out, out[-1].rel
+                    out.append(e)
+        return out, ""
 
 
-def _read_full(f: object, view: memoryview) -> int:
-    # readinto may return short counts; a chunk boundary must be exact.
-    got = 0
-    while got < len(view):
-        n = f.readinto(view[got:])  # type: ignore[attr-defined]
-        if not n:
+def _scan_literal(
+    snap: list[FileEntry],
+    names: str,
+    literal: str,
+    rx: re.Pattern[str],
+    out: dict[bytes, FileEntry],
+    limit: int,
+) -> None:
+    """Find each name holding `literal` (str.find: C speed), then check the whole pattern."""
+    pos = names.find(literal)
+    line, at = 0, 0
+    while pos != -1:
+        start = names.rfind("\n", 0, pos) + 1
+        end = names.find("\n", pos)
+        if end == -1:
+            end = len(names)
+        line += names.count("\n", at, start)
+        at = start
+        if rx.match(names, start, end):
+            e = snap[line]
+            if e.cid not in out:
+                out[e.cid] = e
+                if len(out) >= limit:
+                    return
+        pos = names.find(literal, end)
+
+
+def _distinct(found: Iterable[FileEntry], limit: int) -> list[FileEntry]:
+    out: dict[bytes, FileEntry] = {}
+    for e in found:
+        out.setdefault(e.cid, e)
+        if len(out) >= limit:
             break
-        got += n
-    return got
-
-
-def file_blake3(path: Path, block: int = 16 << 20) -> bytes:
-    """BLAKE3 of a whole file, using every core (the final check of a download). Reads into one
-    reusable buffer rather than mapping the file, so memory stays bounded for any size (a
-    mapped file's pages count against the process)."""
-    h = blake3.blake3(max_threads=blake3.blake3.AUTO)
-    buf = bytearray(block)
-    view = memoryview(buf)
-    with open(path, "rb", buffering=0) as f:
-        while n := f.readinto(buf):
-            h.update(view[:n])
-    return h.digest()
-
-
-def _is_hidden(name: str) -> bool:
-    return name.startswith(".")
-
-
-def _walk_files(
-    root: Path, exclude: set[Path], skipped: list[tuple[Path, str]], links: str = "inside"
-) -> Iterator[tuple[Path, os.stat_result]]:
-    """Regular files under root, hidden ones and excluded folders left out; no directory
-    symlinks followed (no loops); devices and pipes skipped (reading them could block). A file
-    symlink is shared as the file it points to if that lies inside `root` too, or whatever it
-    points to with `links="follow"`; others go to `skipped`, with the reason."""
-    if root.is_file():
-        yield root, root.stat()
-        return
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-        d = Path(dirpath)
-        dirnames[:] = sorted(
-            n for n in dirnames if not _is_hidden(n) and (d / n).resolve() not in exclude
-        )
-        for name in sorted(filenames):
-            if _is_hidden(name) or name.endswith((".part", ".part.progress")):
-                continue
-            fp = d / name
-            try:
-                st = fp.stat()
-                if links != "follow" and fp.is_symlink():
-                    target = fp.resolve(strict=True)
-                    if not target.is_relative_to(root):
-                        skipped.append((fp, f"a link to {target}, outside the shared folder "
-                                        "([share] links = follow shares it)"))  # fmt: skip
-                        continue
-            except (OSError, RuntimeError):  # gone, unreadable, or a loop of links
-                continue
-            if stat.S_ISREG(st.st_mode):
-                yield fp, st
-
-
-def _rel_name(root: Path, fp: Path) -> str:
-    base = root.name or "share"
-    if fp == root:
-        return base
-    return "/".join((base, *fp.relative_to(root).parts))
-
-
-def load_cache(cache_path: Path | None) -> dict[str, tuple[int, int, int, bytes, bytes]]:
-    """path -> (size, mtime_ns, chunk_size, cid, hashes). A damaged cache is ignored, not fatal."""
-    if cache_path is None or not cache_path.exists():
-        return {}
-    try:
-        raw = cbor2.loads(cache_path.read_bytes())
-        if raw.get("version") != CACHE_VERSION:
-            return {}
-        out: dict[str, tuple[int, int, int, bytes, bytes]] = {}
-        for path, (size, mtime, cs, cid, hashes) in raw["files"].items():
-            out[str(path)] = (int(size), int(mtime), int(cs), bytes(cid), bytes(hashes))
-        return out
-    except Exception as e:
-        log.warning("ignoring unreadable index cache %s: %s", cache_path, e)
-        return {}
-
-
-def save_cache(cache_path: Path, entries: Iterable[FileEntry]) -> None:
-    files = {str(e.path): [e.size, e.mtime_ns, e.chunk_size, e.cid, e.hashes] for e in entries}
-    data = cbor2.dumps({"version": CACHE_VERSION, "files": files})
-    cache_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache_path.with_name(f"{cache_path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, cache_path)
-
-
-class Stopped(Exception):
-    """The scan was asked to stop (the node is leaving)."""
-
-
-def scan(
-    roots: Iterable[Path],
-    *,
-    chunk_size: int,
-    cache_path: Path | None = None,
-    exclude: Iterable[Path] = (),
-    stop: threading.Event | None = None,
-    links: str = "inside",
-) -> Index:
-    """Walk the share folders and hash what changed since the cache was written. Setting
-    `stop` ends the scan soon (between files, and between chunks of a big one)."""
-    excluded = {Path(x).resolve() for x in exclude}
-    cache = load_cache(cache_path)
-    entries: list[FileEntry] = []
-    skipped: list[tuple[Path, str]] = []
-    seen: set[Path] = set()
-    for root in roots:
-        root = Path(root).resolve()
-        for fp, st in _walk_files(root, excluded, skipped, links):
-            if stop is not None and stop.is_set():
-                raise Stopped
-            fp = fp.absolute()
-            if fp in seen:
-                continue
-            seen.add(fp)
-            if st.st_size > p.MAX_FILE_SIZE:
-                skipped.append((fp, f"larger than {p.MAX_FILE_SIZE} bytes"))
-                continue
-            rel = _rel_name(root, fp)
-            try:
-                p.file_name(fp.name)
-                p.rel_path(rel)
-            except p.ProtocolError as e:
-                skipped.append((fp, f"name cannot be shared: {e.reason}"))
-                continue
-            cs = chunk_size_for(st.st_size, chunk_size)
-            hit = cache.get(str(fp))
-            if hit is not None and hit[:3] == (st.st_size, st.st_mtime_ns, cs):
-                cid, hashes = hit[3], hit[4]
-            else:
-                try:
-                    cid, hashes = hash_file(fp, cs, st.st_size, stop)
-                    changed = fp.stat().st_mtime_ns != st.st_mtime_ns
-                except OSError as e:
-                    skipped.append((fp, e.strerror or str(e)))
-                    continue
-                if changed:  # still being written: share it on a later scan
-                    skipped.append((fp, "changed while being hashed"))
-                    continue
-            entries.append(
-                FileEntry(
-                    path=fp,
-                    rel=rel,
-                    size=st.st_size,
-                    mtime_ns=st.st_mtime_ns,
-                    cid=cid,
-                    chunk_size=cs,
-                    hashes=hashes,
-                    ino=st.st_ino,
-                    dev=st.st_dev,
-                )
-            )
-    if cache_path is not None:
-        try:
-            save_cache(cache_path, entries)
-        except (OSError, ValueError, cbor2.CBOREncodeError) as e:
-            log.warning("could not write index cache %s: %s", cache_path, e)
-    return Index(entries=entries, skipped=skipped)
+    return list(out.values())

@@ -38,3 +38,13 @@ def read_span(
             view, offset = view[n:], offset + n
     finally:
         os.close(fd)
+
+
+def check_file(path: Path, size: int, mtime_ns: int, ino: int = 0, dev: int = 0) -> None:
+    """Raise FileChanged (or FileNotFoundError) unless the file at `path` is still the one that
+    was indexed: its size, modification time and identity."""
+    st = os.stat(path)
+    if (st.st_size, st.st_mtime_ns) != (size, mtime_ns):
+        raise FileChanged(f"{path} changed since it was indexed")
+    if ino and st.st_ino and (st.st_ino, st.st_dev) != (ino, dev):
+        raise FileChanged(f"{path} is another file than the one indexed")
