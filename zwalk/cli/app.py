@@ -187,8 +187,8 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
 
 @contextlib.contextmanager
 def signals(extra: Callable[[], None] | None = None) -> Iterator[asyncio.Event]:
-    """An event set by SIGINT or SIGTERM while the block runs (Ctrl-C on Windows arrives as
-    KeyboardInterrupt instead); `extra` is called on each signal too."""
+    """An event set by SIGINT or SIGTERM (Ctrl-C or Ctrl-Break on Windows) while the block runs;
+    `extra` is called on each signal too."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
 
@@ -197,12 +197,25 @@ def signals(extra: Callable[[], None] | None = None) -> Iterator[asyncio.Event]:
         if extra is not None:
             extra()
 
+    # Windows has no loop signal handlers: a plain handler hands the signal to the loop.
+    previous: dict[int, Any] = {}
     for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
+        try:
             loop.add_signal_handler(sig, handler)
+        except NotImplementedError:
+            previous[sig] = signal.getsignal(sig)
+        except RuntimeError:
+            pass
+    if previous:
+        extra_sigs: list[int] = [signal.SIGBREAK] if hasattr(signal, "SIGBREAK") else []
+        for num in [*previous, *extra_sigs]:
+            previous.setdefault(num, signal.getsignal(num))
+            signal.signal(num, lambda *_: loop.call_soon_threadsafe(handler))
     try:
         yield stop
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(sig)
+        for num, old in previous.items():
+            signal.signal(num, old)

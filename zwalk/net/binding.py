@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import errno
+import logging
 from pathlib import Path
 
 import zmq
@@ -17,6 +18,8 @@ from zwalk.net.links import configure
 from zwalk.net.local import LOOPBACK
 from zwalk.net.netif import resolve
 from zwalk.store.config import Config
+
+log = logging.getLogger(__name__)
 
 
 def bind_router(
@@ -61,8 +64,11 @@ def bind_control(ctx: zmq.asyncio.Context, state_dir: Path) -> tuple[zmq.asyncio
         state_dir.mkdir(parents=True, exist_ok=True)
         ipc = control.control_endpoint(state_dir)
         if ipc is not None:
-            sock.bind(ipc)
-            return sock, ipc
+            try:
+                sock.bind(ipc)
+                return sock, ipc
+            except zmq.ZMQError as e:  # a file system without sockets: loopback TCP will do
+                log.info("control endpoint %s: %s; using loopback TCP", ipc, e)
         port = sock.bind_to_random_port(f"tcp://{LOOPBACK}")
     except BaseException:
         sock.close(linger=0)

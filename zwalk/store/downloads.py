@@ -11,7 +11,7 @@ from pathlib import Path
 
 from zwalk.core import protocol as p
 from zwalk.core.units import mib
-from zwalk.store.index import file_blake3
+from zwalk.store.hashing import file_blake3
 from zwalk.store.partfile import PartFile
 
 log = logging.getLogger(__name__)
@@ -48,8 +48,8 @@ WINDOWS_RESERVED = {
     "PRN",
     "AUX",
     "NUL",
-    *(f"COM{i}" for i in range(1, 10)),
-    *(f"LPT{i}" for i in range(1, 10)),
+    *(f"COM{i}" for i in "0123456789¹²³"),  # Windows 11 reserves COM0, LPT0 and the
+    *(f"LPT{i}" for i in "0123456789¹²³"),  # superscript digits too
 }
 
 
@@ -63,7 +63,7 @@ def local_name(name: str, windows: bool = os.name == "nt") -> str:
     """A name this platform can store, for a (validated) name from the network."""
     if windows:
         name = "".join("_" if c in '<>:"|?*' else c for c in name).rstrip(". ") or "_"
-        if name.split(".")[0].upper() in WINDOWS_RESERVED:
+        if name.split(".")[0].rstrip(" ").upper() in WINDOWS_RESERVED:
             name = "_" + name
     if len(name.encode()) > MAX_LOCAL_NAME:
         stem, dot, ext = name.rpartition(".")
