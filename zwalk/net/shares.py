@@ -58,6 +58,7 @@ class Shares:
         self._wake = asyncio.Event()
         self._rescan_lock = asyncio.Lock()
         self._change_due = False
+        self._warming = False
         self.watching = False  # file-system events arrive (else: rescans every rescan_interval)
         self.loaded = 0  # files taken from the index's copy on disk at start
 
@@ -287,3 +288,12 @@ class Shares:
     def _announce(self) -> None:
         self._change_due = False
         self._on_change()
+        if not self._warming:
+            self._warming = True
+            self._spawn(self._warm())
+
+    async def _warm(self) -> None:
+        try:
+            await asyncio.to_thread(self.index.warm)
+        finally:
+            self._warming = False

@@ -77,7 +77,7 @@ class IndexDB:
             self._db = None
 
     def load(
-        self, locate: Callable[[Path], tuple[Root, str] | None], batch: int = 2048
+        self, locate: Callable[[Path], tuple[Root, str] | None], batch: int = 1024
     ) -> Iterator[list[FileEntry]]:
         """The files of the last run that lie in today's shares (`locate`: Scanner.locate), in
         batches; rows of files outside them are dropped."""
