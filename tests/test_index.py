@@ -6,6 +6,7 @@ from __future__ import annotations
 import fnmatch
 import os
 import shutil
+import stat
 import subprocess
 from dataclasses import replace
 from pathlib import Path
@@ -105,6 +106,18 @@ def test_two_shared_folders_of_the_same_name_get_distinct_labels(tmp_path: Path)
     index, _ = scan([tmp_path / "left" / "photos", tmp_path / "right" / "photos"], chunk_size=CS)
     assert [e.rel for e in index.entries] == ["photos-2/right.jpg", "photos/left.jpg"]
     assert [r.label for r in roots([tmp_path / "left" / "photos"] * 2)] == ["photos"]
+
+
+def test_what_windows_and_macos_hide_is_not_shared() -> None:
+    from types import SimpleNamespace
+
+    from zwalk.store.scanner import hidden_by_flags
+
+    windows = SimpleNamespace(st_file_attributes=stat.FILE_ATTRIBUTE_HIDDEN)
+    macos = SimpleNamespace(st_flags=stat.UF_HIDDEN)
+    plain = SimpleNamespace(st_file_attributes=stat.FILE_ATTRIBUTE_ARCHIVE, st_flags=0)
+    assert hidden_by_flags(windows) and hidden_by_flags(macos)  # type: ignore[arg-type]
+    assert not hidden_by_flags(plain)  # type: ignore[arg-type]
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes on this platform")

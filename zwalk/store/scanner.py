@@ -69,6 +69,18 @@ def is_hidden(name: str) -> bool:
     return name.startswith(".")
 
 
+# What Windows Explorer and macOS Finder hide is hidden here too (a dot is not the only way).
+_HIDDEN_ATTRS = getattr(stat, "FILE_ATTRIBUTE_HIDDEN", 2) | getattr(
+    stat, "FILE_ATTRIBUTE_SYSTEM", 4
+)
+
+
+def hidden_by_flags(st: os.stat_result) -> bool:
+    return bool(getattr(st, "st_file_attributes", 0) & _HIDDEN_ATTRS) or bool(
+        getattr(st, "st_flags", 0) & stat.UF_HIDDEN
+    )
+
+
 def is_partial(name: str) -> bool:
     return name.endswith((".part", ".part.progress"))
 
@@ -239,7 +251,11 @@ class Scanner:
         for dirpath, dirnames, filenames in os.walk(start, followlinks=False):
             d = Path(dirpath)
             dirnames[:] = sorted(
-                n for n in dirnames if not is_hidden(n) and (d / n).resolve() not in self.exclude
+                n
+                for n in dirnames
+                if not is_hidden(n)
+                and (d / n).resolve() not in self.exclude
+                and not _hidden_dir(d / n)
             )
             for name in sorted(filenames):
                 if is_hidden(name) or is_partial(name):
@@ -262,7 +278,16 @@ class Scanner:
                     return None
         except (OSError, RuntimeError):  # gone, unreadable, or a loop of links
             return None
-        return st if stat.S_ISREG(st.st_mode) else None
+        return st if stat.S_ISREG(st.st_mode) and not hidden_by_flags(st) else None
+
+
+def _hidden_dir(path: Path) -> bool:
+    if not (hasattr(os.stat_result, "st_file_attributes") or hasattr(os.stat_result, "st_flags")):
+        return False  # Linux: only the dot hides
+    try:
+        return hidden_by_flags(path.lstat())
+    except OSError:
+        return True  # unreadable: nothing to share in it
 
 
 def _same(a: os.stat_result, b: os.stat_result) -> bool:
