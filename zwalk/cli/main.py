@@ -179,6 +179,8 @@ class ZwalkGroup(click.Group):
         "find": "zwalk.cli.find",
         "peers": "zwalk.cli.peers",
         "ls": "zwalk.cli.ls",
+        "status": "zwalk.cli.status",
+        "connect": "zwalk.cli.connect",
         "doctor": "zwalk.cli.doctor",
         "demo": "zwalk.cli.demo",
         "id": "zwalk.cli.identity",

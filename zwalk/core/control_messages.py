@@ -113,10 +113,15 @@ class Status(Message):
     after the node has met the peers it names (if any)."""
 
     TYPE = "status"
-    SCHEMA = {"token": blob(exact=TOKEN_BYTES), "peers": struct_list(Address, MAX_NAMED)}
-    DEFAULTS = {"peers": ()}
+    SCHEMA = {
+        "token": blob(exact=TOKEN_BYTES),
+        "peers": struct_list(Address, MAX_NAMED),
+        "keep": boolean,
+    }
+    DEFAULTS = {"peers": (), "keep": False}
     token: bytes
     peers: tuple[Address, ...] = ()
+    keep: bool = False  # `zwalk connect`: keep the peers, tried again after failures, as static
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -47,11 +47,12 @@ def control_endpoint(data_dir: Path) -> str | None:
 
 
 async def status(
-    local: LocalNode, timeout: float = 2.0, peers: tuple[p.Address, ...] = ()
+    local: LocalNode, timeout: float = 2.0, peers: tuple[p.Address, ...] = (), keep: bool = False
 ) -> p.StatusOk | None:
-    """Ask the running node for its state (once it has said hello to `peers`); None if it
-    does not answer in time."""
-    reply = await request(local, p.Status(req=1, token=local.token, peers=peers), timeout)
+    """Ask the running node for its state (once it has said hello to `peers`, which it keeps
+    as static peers with `keep`); None if it does not answer in time."""
+    msg = p.Status(req=1, token=local.token, peers=peers, keep=keep)
+    reply = await request(local, msg, timeout)
     return reply if isinstance(reply, p.StatusOk) else None
 
 
@@ -114,7 +115,12 @@ class ControlServer:
                 await self._status(rid, msg)
 
     async def _status(self, rid: bytes, msg: p.Status) -> None:
-        await self.peers.meet(*_named(msg.peers), timeout=hello_wait(self.peers.cfg))
+        eps, keys = _named(msg.peers)
+        if msg.keep:  # `zwalk connect`: a static peer from now on, as if in the config
+            self.peers.given_keys.update(keys)
+            self.peers.apply(self.peers.membership.add_static(eps, self.peers.now()))
+            log.info("connect: keeping %s as static peers", ", ".join(map(str, eps)))
+        await self.peers.meet(eps, keys, timeout=hello_wait(self.peers.cfg))
         try:
             answer: p.Message = node_status(self.walks, msg.req)
         except Exception as e:  # a table we cannot describe must not stop the node

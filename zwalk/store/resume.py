@@ -67,6 +67,13 @@ def decode(data: bytes, info: p.FileInfo) -> set[int]:
     return claimed
 
 
+def describe(data: bytes) -> tuple[bytes, int, int, set[int]]:
+    """(content id, size, chunk size, chunks claimed) of an intact record."""
+    cid, claimed = peek(data)
+    _, _, size, chunk_size, _, _ = _HEAD.unpack_from(data)
+    return cid, size, chunk_size, claimed
+
+
 def peek(data: bytes) -> tuple[bytes, set[int]]:
     """(content id, chunks claimed) of an intact record, without checking it against a hash
     list: enough to say how far an interrupted download got."""
