@@ -132,3 +132,25 @@ def test_ls_pages_through_more_files_than_one_page_holds(serve: Serve, tmp_path:
     assert [r["path"] for r in under["files"]] == sorted(
         f"share/{rel}" for rel in files if rel.startswith("d3/file-00")
     )
+
+
+def test_peers_see_a_new_file_count_at_once(serve: Serve, tmp_path: Path) -> None:
+    # Neither pings a quiet peer for 60 s (nor refreshes it for 10): what the watcher learns
+    # sooner, the other node told it because its index changed.
+    slow = tmp_path / "slow.ini"
+    slow.write_text("[node]\nping_interval = 60\n")
+    watcher = serve("a", {"a.txt": b"a"}, "--config", str(slow))
+    node = serve("b", {"b.txt": b"b"}, "--config", str(slow))
+
+    def count_seen() -> int | None:
+        r = run_zwalk("peers", "--json", "--data-dir", str(watcher.data_dir), cwd=tmp_path)
+        rows = [x for x in json.loads(r.stdout)["peers"] if x["node"] == node.node]
+        return rows[0]["files"] if rows else None
+
+    deadline = time.monotonic() + 10
+    while count_seen() != 1 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    for i in range(3):
+        (node.share / f"new-{i}.txt").write_bytes(b"n")
+    time.sleep(NOTICE)
+    assert count_seen() == 4
