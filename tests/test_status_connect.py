@@ -77,11 +77,21 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_connect_keeps_a_peer_that_comes_later(serve: Serve, tmp_path: Path) -> None:
+def test_connect_keeps_a_peer_that_answers_and_not_one_that_does_not(
+    serve: Serve, tmp_path: Path
+) -> None:
     node = serve("a", {"x.txt": b"x"})
     port = _free_port()
     r = run_zwalk("connect", f"{LOOPBACK}:{port}", "--data-dir", str(node.data_dir), cwd=tmp_path)
-    assert r.returncode == 1 and "connection refused" in r.stderr and "tries again" in r.stderr
+    assert r.returncode == 1 and "connection refused" in r.stderr and "not kept" in r.stderr
+    r = run_zwalk("connect", "no-such-host.invalid", "--data-dir", str(node.data_dir),
+                  cwd=tmp_path)  # fmt: skip
+    assert r.returncode == 1 and "cannot resolve" in r.stderr
+    # Not kept: a later command through the node is not told about them again.
+    peers = run_zwalk("peers", "--json", "--data-dir", str(node.data_dir), cwd=tmp_path)
+    assert not any(u["endpoint"].startswith("no-such-host") for u in
+                   json.loads(peers.stdout)["unreachable"] if "static" in
+                   {x["how"] for x in u["learned"]})  # fmt: skip
     later = serve("b", {"y.txt": b"y"}, "--port", str(port))
     r = run_zwalk("connect", f"{LOOPBACK}:{port}", "--data-dir", str(node.data_dir), cwd=tmp_path)
     assert r.returncode == 0 and f"connected to b ({later.node[:12]})" in r.stderr

@@ -1,6 +1,6 @@
 # `zwalk connect PEER...`: add peers to the running node without a restart. The node says hello
-# to each and keeps it as a static peer (tried again after failures) until it stops; [peers]
-# static in the config file keeps one for good.
+# to each, and keeps each that answered as a static peer (tried again if it goes) until it
+# stops; [peers] static in the config file keeps one for good.
 from __future__ import annotations
 
 import click
@@ -16,15 +16,15 @@ from zwalk.store.config import ConfigError, parse_peer
 
 
 @click.command(
-    epilog="Exit status: 0 every peer answered, 1 one did not (it is still tried again while "
-    "the node runs) or no node runs here, 2 usage or configuration error."
+    epilog="Exit status: 0 every peer answered, 1 one did not (it is not kept) or no node runs "
+    "here, 2 usage or configuration error."
 )
 @click.argument("targets", metavar="PEER...", nargs=-1, required=True)
 @global_options
 @click.pass_context
 def connect(ctx: click.Context, targets: tuple[str, ...]) -> None:
-    """Have the running node meet PEER ([KEY@]HOST[:PORT], as `zwalk id` prints it) and keep
-    it as a peer until the node stops, trying again after failures."""
+    """Have the running node meet PEER ([KEY@]HOST[:PORT], as `zwalk id` prints it) and, if it
+    answers, keep it as a peer until the node stops (tried again if it goes)."""
     app = make_app(ctx)
     try:
         given = [parse_peer(t) for t in targets]
@@ -63,7 +63,7 @@ def connect(ctx: click.Context, targets: tuple[str, ...]) -> None:
         why = next(
             (f.reason for f in st.failed if (f.host, f.port) == (ep.host, ep.port)), "no answer yet"
         )
-        app.error(f"{ep}: {why} (the node tries again every few seconds while it runs)")
+        app.error(f"{ep}: {why} (not kept: run `zwalk connect` again once it is up)")
     if not failed:
         app.info("kept until the node stops; [peers] static in the config file keeps them for good")
     ctx.exit(EXIT_OK if not failed else EXIT_NOT_FOUND)

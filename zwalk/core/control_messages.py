@@ -121,7 +121,7 @@ class Status(Message):
     DEFAULTS = {"peers": (), "keep": False}
     token: bytes
     peers: tuple[Address, ...] = ()
-    keep: bool = False  # `zwalk connect`: keep the peers, tried again after failures, as static
+    keep: bool = False  # `zwalk connect`: keep those that answered as static peers
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

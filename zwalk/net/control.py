@@ -116,11 +116,13 @@ class ControlServer:
 
     async def _status(self, rid: bytes, msg: p.Status) -> None:
         eps, keys = _named(msg.peers)
-        if msg.keep:  # `zwalk connect`: a static peer from now on, as if in the config
-            self.peers.given_keys.update(keys)
-            self.peers.apply(self.peers.membership.add_static(eps, self.peers.now()))
-            log.info("connect: keeping %s as static peers", ", ".join(map(str, eps)))
         await self.peers.meet(eps, keys, timeout=hello_wait(self.peers.cfg))
+        # `zwalk connect`: a peer that answered is kept from now on as if configured (tried again
+        # if it goes); one that did not is not kept, so a typo does not linger until a restart.
+        kept = [ep for ep in eps if self.peers.alive(ep)] if msg.keep else []
+        if kept:
+            self.peers.apply(self.peers.membership.add_static(kept, self.peers.now()))
+            log.info("connect: keeping %s as static peers", ", ".join(map(str, kept)))
         try:
             answer: p.Message = node_status(self.walks, msg.req)
         except Exception as e:  # a table we cannot describe must not stop the node
