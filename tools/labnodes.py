@@ -1,4 +1,5 @@
-# zwalk nodes on lab hosts, and reading their view of the world through the control endpoint.
+# zwalk nodes on lab hosts, and reading their view of the world through the control endpoint
+# (tests and the tools in this folder use it; tests/conftest.py puts tools/ on the path).
 from __future__ import annotations
 
 import asyncio
@@ -183,5 +184,6 @@ def wait_until(check: object, timeout: float, step: float = 0.02) -> float:
 
 
 def cli_json(result: subprocess.CompletedProcess[str]) -> dict:  # type: ignore[type-arg]
-    assert result.returncode in (0, 1), (result.returncode, result.stderr, result.stdout[-3000:])
-    return json.loads(result.stdout)
+    if result.returncode not in (0, 1):
+        raise AssertionError((result.returncode, result.stderr, result.stdout[-3000:]))
+    return json.loads(result.stdout)  # type: ignore[no-any-return]
