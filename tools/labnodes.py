@@ -154,6 +154,15 @@ class LabNode:
             self.lab.stop(self.proc, sig)
             self.proc = None
 
+    def freeze(self) -> None:
+        """Stop the node's process where it is, as a laptop's closing lid does (SIGSTOP)."""
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGCONT)
+
     def status(self) -> p.StatusOk | None:
         local = state.read_state(self.data)
         return asyncio.run(control.status(local)) if local is not None else None

@@ -51,6 +51,7 @@ PREFIX = "zwl"  # every namespace, bridge and veth this tool makes starts with i
 PR_SET_PDEATHSIG = 1
 SUBNET = ipaddress.IPv4Network("198.18.0.0/16")
 LINKDELAY = Path(__file__).resolve().parent / "linkdelay.py"
+CUT = "zwalk-cut"  # the comment on the rules of Lab.cut
 
 
 def ip(*args: str, ns: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -195,6 +196,20 @@ class Lab:
         if delay:
             self._delay(host, _millis(delay), _millis(jitter) if jitter else 0.0)
 
+    def cut(self, host: int) -> None:
+        """Cut a host off the LAN as a pulled cable or a lost Wi-Fi does: every packet into or
+        out of its eth0 is dropped without a word, so its connections time out rather than
+        fail. `mend` puts it back."""
+        for chain, way in (("INPUT", "-i"), ("OUTPUT", "-o")):
+            self._iptables(host, "-I", chain, "1", way, "eth0", "-m", "comment", "--comment",
+                           CUT, "-j", "DROP")  # fmt: skip
+
+    def mend(self, host: int) -> None:
+        """Undo `cut`."""
+        for chain in ("INPUT", "OUTPUT"):
+            for rule in self._rules(host, CUT, chain):
+                self._iptables(host, "-D", chain, *rule)
+
     def _tc(self, host: int, args: list[str]) -> None:
         r = self.run(host, ["tc", "qdisc", "replace", "dev", "eth0", "root", *args], timeout=30)
         if r.returncode != 0:
@@ -244,13 +259,13 @@ class Lab:
         if proc is not None:
             self.stop(proc)  # type: ignore[arg-type]
 
-    def _rules(self, host: int, marker: str) -> list[list[str]]:
-        """This tool's INPUT rules on a host that mention `marker`, as arguments to -D."""
-        r = self.run(host, ["iptables", "-w", "-S", "INPUT"], timeout=30)
+    def _rules(self, host: int, marker: str, chain: str = "INPUT") -> list[list[str]]:
+        """This tool's rules of a chain on a host that mention `marker`, as arguments to -D."""
+        r = self.run(host, ["iptables", "-w", "-S", chain], timeout=30)
         return [
             shlex.split(line)[2:]
             for line in r.stdout.splitlines()
-            if line.startswith("-A INPUT") and marker in line
+            if line.startswith(f"-A {chain}") and marker in line
         ]
 
     def stop(
