@@ -27,20 +27,14 @@ from zwalk.net.buffers import keep_freed_frames
 from zwalk.net.links import PeerError, PeerLink
 from zwalk.net.saver import ProgressSaver
 from zwalk.net.tasks import TaskSet, in_thread
-from zwalk.store.downloads import (
-    DownloadError,
-    allocated,
-    check_room,
-    open_part,
-    part_path,
-    place,
-)
+from zwalk.store.downloads import DownloadError, allocated, check_room, open_part, part_path, place
 from zwalk.store.partfile import PartFile
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 Progress = Callable[[int, int, int], None]  # bytes done, total bytes, active sources
+Placer = Callable[[Path], tuple[Path, bool]]  # verified .part -> (final path, already present)
 
 
 @dataclass(slots=True)
@@ -107,9 +101,12 @@ async def download(
     options: TransferOptions | None = None,
     progress: Progress | None = None,
     more_holders: asyncio.Queue[PeerLink] | None = None,
+    placer: Placer | None = None,
 ) -> DownloadResult:
     """Fetch one file from its holders into `out_dir`. Holders found later (a search still
-    running) can be handed in through `more_holders`; each joins once its file-info agrees."""
+    running) can be handed in through `more_holders`; each joins once its file-info agrees.
+    `placer` gives the verified file its final name (default: `name` in `out_dir`, or the
+    first free `name (n).ext`)."""
     started = time.monotonic()
     options = options or TransferOptions()
     keep_freed_frames()
@@ -157,7 +154,8 @@ async def download(
                 continue
             if os.name == "nt":  # Windows cannot link or remove a file that is open
                 part.close()
-            final, present = await in_thread(place, part.path, out_dir, name, cid)
+            put = placer or (lambda done: place(done, out_dir, name, cid))
+            final, present = await in_thread(put, part.path)
             part.forget_progress()  # while still holding its lock
         except BaseException:
             if part.private:  # nobody would ever resume it

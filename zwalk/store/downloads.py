@@ -1,13 +1,17 @@
-# The download folder: names a platform can store for names from the network, where a .part
-# lives, whether a file is already there, room on the disk, and giving a verified file its
-# final name without overwriting anything.
+# The download folder: names a platform can store for names from the network (and folder trees
+# of such names), where a .part lives, whether a file is already there, room on the disk, and
+# giving a verified file its final name (or the exact one `find -o FILE` asks for) without
+# overwriting anything it was not told to replace.
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+
+import blake3
 
 from zwalk.core import protocol as p
 from zwalk.core.units import mib
@@ -145,6 +149,108 @@ def place(part: Path, out_dir: Path, name: str, cid: bytes) -> tuple[Path, bool]
         part.unlink()
         return candidate, False
     raise DownloadError(f"could not find a free name for {name} in {out_dir}")
+
+
+def content_at(path: Path, cid: bytes, size: int) -> str:
+    """What `path` holds: 'absent', 'same' (a file with this content: size, then BLAKE3) or
+    'other' (other bytes, a folder, something unreadable)."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return "absent"
+    except OSError:
+        return "other"
+    try:
+        if path.is_file() and st.st_size == size and file_blake3(path) == cid:
+            return "same"
+    except OSError:
+        pass
+    return "other"
+
+
+def place_at(part: Path, target: Path, cid: bytes, *, replace: bool = False) -> tuple[Path, bool]:
+    """Give a verified .part exactly the name `target` (`find -o FILE`). A target that holds
+    this content already counts as present. One with other bytes is replaced (in one rename:
+    never a partial file under its name) only if `replace`; otherwise it is an error and the
+    verified .part stays for the next run. Returns (path, already_present)."""
+    there = content_at(target, cid, part.stat().st_size)
+    if there == "same":
+        part.unlink()
+        return target, True
+    if there == "other" and not replace:
+        raise DownloadError(
+            f"{target} appeared meanwhile and holds other content; it was not overwritten "
+            "(--force replaces it)",
+            part=part,
+            kept=part.stat().st_size,
+            allocated=allocated(part),
+        )
+    if there == "other":
+        os.replace(part, target)
+        return target, False
+    try:
+        os.link(part, target)  # fails if the name appeared meanwhile: never overwrites
+    except FileExistsError:
+        return place_at(part, target, cid, replace=replace)
+    except OSError:  # file system without hard links
+        if target.exists():
+            return place_at(part, target, cid, replace=replace)
+        os.replace(part, target)
+        return target, False
+    part.unlink()
+    return target, False
+
+
+def copy_verified(src: Path, dst: Path, cid: bytes) -> bool:
+    """Copy `src` to a new file `dst`, hashing as it goes; whether the copy has the content id
+    (if not, `dst` is removed). A file shared here may have changed since it was indexed."""
+    digest = blake3.blake3()
+    try:
+        with open(src, "rb") as fin, open(dst, "xb") as fout:
+            while block := fin.read(1 << 20):
+                digest.update(block)
+                fout.write(block)
+    except BaseException:
+        dst.unlink(missing_ok=True)
+        raise
+    if digest.digest() != cid:
+        dst.unlink()
+        return False
+    return True
+
+
+def local_path(out_dir: Path, path: str, windows: bool = os.name == "nt") -> Path:
+    """Where a file a peer lists at `path` ('/'-separated, from the network) goes below
+    `out_dir`, keeping its folders: each part must be a plain file name (no '..', separators
+    or control characters) and is mapped to one this platform can store, as single downloads
+    are. Raises ValueError for a path that could leave `out_dir`."""
+    try:
+        parts = [local_name(p.file_name(part), windows) for part in path.split("/")]
+    except p.ProtocolError as e:
+        raise ValueError(f"unsafe path {path!r} ({e})") from None
+    if any(part in ("", ".", "..") for part in parts):  # local_name never makes one: be sure
+        raise ValueError(f"unsafe path {path!r}")
+    return out_dir.joinpath(*parts)
+
+
+def make_folders(out_dir: Path, folder: Path) -> None:
+    """Create `folder` (below `out_dir`) one level at a time, refusing to go through a symbolic
+    link or anything but a folder: a link made there must not carry a download elsewhere."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    here = out_dir
+    for part in folder.relative_to(out_dir).parts:
+        here = here / part
+        if _is_link(here):
+            raise DownloadError(f"{here} is a symbolic link: not followed")
+        with contextlib.suppress(FileExistsError):
+            here.mkdir()
+        if _is_link(here) or not here.is_dir():
+            raise DownloadError(f"{here} is not a folder")
+
+
+def _is_link(path: Path) -> bool:
+    """A symbolic link, or a Windows junction (which is_symlink does not see)."""
+    return path.is_symlink() or bool(getattr(os.path, "isjunction", lambda _: False)(path))
 
 
 def check_room(out_dir: Path, part: Path, size: int) -> None:
