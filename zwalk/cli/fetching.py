@@ -1,11 +1,14 @@
 # `zwalk find`'s downloads: one hit from its holders (those found later join), with a
-# progress bar, and a search again when the file changed on its holders meanwhile.
+# progress bar, and a search again when the file changed on its holders meanwhile; into the
+# download folder, or exactly where `-o FILE` says.
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import functools
 import logging
+import os
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -19,14 +22,18 @@ from zwalk.core.query import Query
 from zwalk.core.search_options import SearchOptions
 from zwalk.core.units import mib
 from zwalk.net.diagnosis import hello_wait
-from zwalk.net.download import DownloadResult, download
+from zwalk.net.download import DownloadResult, Placer, download
 from zwalk.net.links import PeerLink
 from zwalk.net.node import Node
 from zwalk.net.tasks import TaskSet
 from zwalk.store.downloads import (
     DownloadError,
     already_saved,
+    content_at,
+    copy_verified,
     part_path,
+    place,
+    place_at,
 )
 
 log = logging.getLogger(__name__)
@@ -35,6 +42,37 @@ log = logging.getLogger(__name__)
 @dataclass(slots=True)
 class State:
     fetching: bool = False  # a download is under way (Ctrl-C now keeps a resumable .part)
+    listed: bool = False  # the hits were shown already (before the question which to fetch)
+    chose: bool = False  # the user chose at that question
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where a download goes: into `folder` under the name the network gives it (`name (1).ext`
+    if that is taken by other bytes), or exactly at `file` (`-o FILE`: its .part beside it),
+    which `force` lets replace a file with other content."""
+
+    folder: Path
+    file: Path | None = None
+    force: bool = False
+    stdout: bool = False  # -o -: `folder` is private and temporary, the file goes to stdout
+
+    def name(self, f: p.FoundFile) -> str:
+        return self.file.name if self.file is not None else f.name
+
+    def part(self, f: p.FoundFile) -> Path:
+        return part_path(self.folder, self.name(f), f.cid)
+
+    def present(self, f: p.FoundFile) -> Path | None:
+        """A file with this content already where it would go."""
+        if self.file is None:
+            return already_saved(self.folder, f.name, f.cid, f.size)
+        return self.file if content_at(self.file, f.cid, f.size) == "same" else None
+
+    def placer(self, f: p.FoundFile) -> Placer | None:
+        if self.file is None:
+            return None
+        return functools.partial(place_at, target=self.file, cid=f.cid, replace=self.force)
 
 
 async def fetch_one(
@@ -44,7 +82,7 @@ async def fetch_one(
     via: str,
     node: Node,
     f: p.FoundFile,
-    out_dir: Path,
+    target: Target,
     show_progress: bool,
     say: Any,
     state: State,
@@ -52,13 +90,13 @@ async def fetch_one(
 ) -> dict[str, Any]:
     """Download one hit (unless it is there already); the report entry of the download, or of
     the failure."""
-    present = await asyncio.to_thread(already_saved, out_dir, f.name, f.cid, f.size)
+    present = await asyncio.to_thread(target.present, f)
     if present is not None:
         return download_report(f, present, None)
     note = ""
     for attempt in (1, 2):
         links = await _holder_links(app, node, f)
-        say(_announce(f, out_dir, links))
+        say(_announce(f, target, links))
         more: asyncio.Queue[PeerLink] = asyncio.Queue()
         async with TaskSet("a download's holder search") as helpers:
             if opts.want == 1:  # the search stopped at the first hit: look for every holder
@@ -68,9 +106,10 @@ async def fetch_one(
                 if not links:
                     raise DownloadError("none of its holders answers")
                 try:
-                    got = await _fetch(app, f, links, out_dir, show_progress, more)
+                    got = await _fetch(app, f, links, target, show_progress, more)
                 except OSError as e:  # the disk: the .part, the final name, a record
-                    raise DownloadError(f"cannot save it in {out_dir}: {describe(e)}") from None
+                    where = target.file or target.folder
+                    raise DownloadError(f"cannot save it in {where}: {describe(e)}") from None
             except DownloadError as e:
                 state.fetching = False
                 if e.changed and attempt == 1 and q.kind is not p.QueryKind.CID:
@@ -80,7 +119,7 @@ async def fetch_one(
                     if newer is not None:
                         first = p.cid_to_text(f.cid)[:15]
                         note = f"the version found first ({first}…) had changed"
-                        await asyncio.to_thread(_forget_part, out_dir, f)  # that version is gone
+                        await asyncio.to_thread(_forget_part, target.part(f))  # it is gone
                         f = newer
                         continue
                 return failure_report(f, e)
@@ -99,28 +138,57 @@ async def _holder_links(app: App, node: Node, f: p.FoundFile) -> list[PeerLink]:
     return [node.peers.links[ep] for ep in endpoints if ep in node.peers.links]
 
 
-def _forget_part(out_dir: Path, f: p.FoundFile) -> None:
+def _forget_part(part: Path) -> None:
     """Remove the .part (and its record) of a version no holder has any more."""
-    part = part_path(out_dir, f.name, f.cid)
     for path in (part, part.with_name(part.name + ".progress")):
         with contextlib.suppress(OSError):
             path.unlink()
 
 
-def _announce(f: p.FoundFile, out_dir: Path, links: list[PeerLink]) -> str:
+def _announce(f: p.FoundFile, target: Target, links: list[PeerLink]) -> str:
     who = ", ".join(
         peer_label(link.info.name, link.info.node) if link.info else str(link.endpoint)
         for link in links[:4]
     )
     more = f" and {len(links) - 4} more" if len(links) > 4 else ""
     resume = ""
-    part = part_path(out_dir, f.name, f.cid)
-    if part.exists():
+    if target.part(f).exists():
         resume = " (resuming what an earlier attempt verified)"
+    where = f"into {target.folder}" if target.file is None else f"to {target.file}"
+    if target.stdout:
+        where = f"to stdout once verified (through {target.folder})"
     return (
         f"fetching {f.name} ({mib(f.size)}, {p.cid_to_text(f.cid)[:15]}…) from "
-        f"{plural(len(links), 'holder')}: {who}{more}, into {out_dir}{resume}"
+        f"{plural(len(links), 'holder')}: {who}{more}, {where}{resume}"
     )
+
+
+async def copy_local(f: p.FoundFile, src: Path, target: Target) -> dict[str, Any]:
+    """`-o` for a file the local node shares: copy it from where it is shared, checked against
+    its content id on the way (it may have changed since it was indexed)."""
+    present = await asyncio.to_thread(target.present, f)
+    if present is not None:
+        return download_report(f, present, None)
+    started = time.monotonic()
+    part = target.part(f)
+    copy = part.with_name(f"{part.name}.{os.getpid()}.copy")
+    try:
+        await asyncio.to_thread(target.folder.mkdir, parents=True, exist_ok=True)
+        if not await asyncio.to_thread(copy_verified, src, copy, f.cid):
+            raise DownloadError(f"{src}, which the local node shares, has changed since it was "
+                                "indexed; try again in a moment")  # fmt: skip
+        put = target.placer(f) or functools.partial(
+            place, out_dir=target.folder, name=f.name, cid=f.cid
+        )
+        final, _ = await asyncio.to_thread(put, copy)
+    except OSError as e:
+        copy.unlink(missing_ok=True)
+        return failure_report(f, DownloadError(f"cannot copy {src}: {describe(e)}"))
+    except DownloadError as e:
+        copy.unlink(missing_ok=True)
+        return failure_report(f, e)
+    got = DownloadResult(path=final, cid=f.cid, size=f.size, seconds=time.monotonic() - started)
+    return download_report(f, final, got, f"copied from {src}, which the local node shares")
 
 
 async def _gather_holders(
@@ -174,7 +242,7 @@ async def _fetch(
     app: App,
     f: p.FoundFile,
     links: list[PeerLink],
-    out_dir: Path,
+    target: Target,
     show_progress: bool,
     more: asyncio.Queue[PeerLink] | None = None,
 ) -> DownloadResult:
@@ -182,11 +250,12 @@ async def _fetch(
         download,
         links,
         cid=f.cid,
-        name=f.name,
+        name=target.name(f),
         size=f.size,
-        out_dir=out_dir,
+        out_dir=target.folder,
         options=app.cfg.transfer_options(),
         more_holders=more,
+        placer=target.placer(f),
     )
     if not show_progress:
         return await fetch()

@@ -102,16 +102,30 @@ def walk_report(r: FindResult) -> dict[str, Any]:
     }
 
 
-def render_find(app: App, r: dict[str, Any], trace: bool) -> None:
+USAGE_STATUSES = ("bad-pick", "output-exists")  # the last of `errors` says what to change
+
+
+def render_find(
+    app: App,
+    r: dict[str, Any],
+    trace: bool,
+    *,
+    quiet: bool = False,
+    listed: bool = False,
+    chose: bool = False,
+) -> None:
     """Hits on stdout; on stderr the warnings first, the outcome of each download, and (if
-    something failed) one error line last, so a failure is what the user sees at the end."""
+    something failed) one error line last, so a failure is what the user sees at the end.
+    `quiet`: warnings and errors only; `listed`: the hits were shown already (before asking
+    which to fetch, and the user `chose`)."""
     walk = r["walk"]
     if trace and walk:
         for i, hop in enumerate(walk["trace"], 1):
             who = hop["name"] or (hop["node"] or "?")[:12]
             app.info(f"hop {i}: {who} {hop['latency_ms']:.1f} ms {hop['verdict']}")
     shown = {f"{f['name']}: {f['error']}" for f in r["failed"]}  # they get lines of their own
-    if r["status"] == "bad-pick":
+    usage = r["status"] in USAGE_STATUSES
+    if usage:
         shown.add(r["errors"][-1])
     for problem in r["errors"]:
         if (r["hits"] or r["local"] or walk["peers_known"]) and problem not in shown:
@@ -119,20 +133,21 @@ def render_find(app: App, r: dict[str, Any], trace: bool) -> None:
     if not r["hits"] and not r["local"]:
         app.error(_not_found(r))
         return
-    _hit_table(app, r)
-    for d in r["downloads"]:
+    if not quiet and not listed:
+        hit_table(app, r)
+    for d in r["downloads"] if not quiet else ():
         app.info(_saved(d))
     attempted = len(r["downloads"]) + len(r["failed"])
-    if len(r["hits"]) > 1 and attempted == 1:
+    if len(r["hits"]) > 1 and attempted == 1 and not quiet and not chose:
         app.info(
             f"{plural(len(r['hits']) - 1, 'other hit')} listed above: fetch one with --pick N, "
             "or all of them with --all"
         )
     mine = {h["cid"]: h for h in r["local"]}
     best = (r["hits"] or r["local"])[0]
-    if best["cid"] in mine and not attempted and r["status"] != "bad-pick":
+    if best["cid"] in mine and not attempted and not usage and not quiet and not chose:
         app.info(f"you share this already, at {mine[best['cid']]['path']}: nothing to fetch")
-    if r["status"] == "bad-pick":
+    if usage:
         app.error(r["errors"][-1])
     failed = r["failed"]
     if len(failed) > 1:
@@ -172,7 +187,7 @@ def _not_found(r: dict[str, Any]) -> str:
     )
 
 
-def _hit_table(app: App, r: dict[str, Any]) -> None:
+def hit_table(app: App, r: dict[str, Any]) -> None:
     """Plain aligned columns, never truncated: content ids must survive copy-paste and pipes.
     Numbered when there is a choice (for --pick)."""
     mine = {h["cid"]: h for h in r["local"]}
@@ -205,6 +220,9 @@ def _hit_table(app: App, r: dict[str, Any]) -> None:
 def _saved(d: dict[str, Any]) -> str:
     if d["already_present"] and not d["fetched_bytes"]:
         return f"already here: {d['path']} ({mib(d['bytes'])}, same content id); nothing fetched"
+    where = "saved " + d["path"]
+    if d["path"] == "-":  # -o -: written to stdout once the whole file checked out
+        where = f"wrote {d['name']} to stdout"
     # the rate of what came over the network this time, not of what a resume found
     rate = d["fetched_bytes"] / d["seconds"] if d["seconds"] > 0 else 0.0
     resumed = (
@@ -214,8 +232,10 @@ def _saved(d: dict[str, Any]) -> str:
     )
     who = ", ".join(s.split(" at ")[0] for s in d["sources"]) or "?"
     note = f" ({d['note']})" if d["note"] else ""
+    if not d["sources"]:  # copied from this host's own share
+        return f"{where} ({mib(d['bytes'])}, verified){note}"
     return (
-        f"saved {d['path']} ({mib(d['bytes'])}, verified{resumed}) from {who} in "
+        f"{where} ({mib(d['bytes'])}, verified{resumed}) from {who} in "
         f"{d['seconds']:.1f} s, {mib_per_s(rate)}{note}"
     )
 

@@ -7,7 +7,7 @@ import string
 import unicodedata
 from dataclasses import dataclass
 
-from zwalk.core.protocol import QueryKind, cid_from_text
+from zwalk.core.protocol import MAX_PATH_BYTES, QueryKind, cid_from_text
 
 GLOB_CHARS = frozenset("*?[")
 
@@ -42,7 +42,10 @@ def parse_query(text: str, *, icase: bool = False) -> Query:
     if not text:
         raise ValueError("empty query")
     if "/" in text or "\\" in text:
-        raise ValueError("a query matches file names, not paths: leave out the folders")
+        raise ValueError(
+            "a query matches file names, not paths: leave out the folders (or end it with '/' "
+            "to fetch a whole folder, such as photos/2024/)"
+        )
     if text.lower().startswith("b3:"):
         return Query(kind=QueryKind.CID, pattern="b3:" + cid_from_text(text).hex())
     if is_bare_cid(text):
@@ -50,6 +53,25 @@ def parse_query(text: str, *, icase: bool = False) -> Query:
     if GLOB_CHARS & set(text):
         return Query(kind=QueryKind.GLOB, pattern=text, icase=icase)
     return Query(kind=QueryKind.NAME, pattern=text, icase=icase)
+
+
+def parse_folder(text: str) -> str | None:
+    """A folder query: a path as `zwalk ls` shows it (the share's name first) that ends in '/',
+    such as `photos/` or `photos/2024/`. Returns the prefix to list (leading '/' dropped, one
+    trailing '/'), or None if `text` names no folder (it does not end in '/')."""
+    text = nfc(text.strip())
+    if not text.endswith("/"):
+        return None
+    path = text.strip("/")
+    if not path:
+        raise ValueError("name a folder as `zwalk ls` shows it, the share's name first: photos/")
+    if "\\" in path or any(ord(c) < 0x20 or c == "\x7f" for c in path):
+        raise ValueError("a folder is written with '/' between its parts, without control codes")
+    if any(part in ("", ".", "..") for part in path.split("/")):
+        raise ValueError("a folder's parts must not be empty, '.' or '..'")
+    if len(path.encode()) + 1 > MAX_PATH_BYTES:
+        raise ValueError(f"a folder path takes at most {MAX_PATH_BYTES - 1} bytes")
+    return path + "/"
 
 
 def is_bare_cid(text: str) -> bool:
