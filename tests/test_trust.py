@@ -99,3 +99,25 @@ def test_trust_add_list_remove(tmp_path: Path) -> None:
     assert bad.returncode == 2 and "64 hex digits" in bad.stderr
     missing = run_zwalk("trust", "remove", "nobody", *data, cwd=tmp_path)
     assert missing.returncode == 1 and "no key" in missing.stderr
+
+
+def test_keys_pinned_at_once_are_all_kept(tmp_path: Path) -> None:
+    """Peers met together pin their keys from several threads at once: none may be lost, and
+    no two may share a temporary file (which failed before with a spurious warning)."""
+    import threading
+
+    from zwalk.core.addresses import Endpoint
+    from zwalk.store import trust as trust_mod
+
+    path = tmp_path / "known_peers"
+    eps = [Endpoint("10.0.0.1", 1000 + i) for i in range(20)]
+    threads = [
+        threading.Thread(target=trust_mod.pin, args=(path, ep, bytes([i]) * 32))
+        for i, ep in enumerate(eps)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert trust_mod.read_pins(path) == {ep: bytes([i]) * 32 for i, ep in enumerate(eps)}
+    assert [x.name for x in tmp_path.iterdir()] == ["known_peers"]

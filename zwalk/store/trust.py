@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,10 +47,15 @@ def _lines(path: Path) -> list[tuple[int, list[str]]]:
     return out
 
 
+# One read-modify-write of a list at a time in this process: two keys pinned at once (two
+# peers met together) must both be kept, and must not share a temporary file.
+_EDIT = threading.Lock()
+
+
 def _write(path: Path, lines: list[str]) -> None:
     """Replace the file whole (a reader never sees half of it)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     tmp.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
     os.replace(tmp, path)
 
@@ -116,14 +122,16 @@ def read_pins(path: Path) -> dict[Endpoint, bytes]:
 
 
 def pin(path: Path, ep: Endpoint, key: bytes) -> None:
-    pins = read_pins(path)
-    pins[ep] = key
-    _write(path, [f"{e} {keys.to_text(k)}" for e, k in pins.items()])
+    with _EDIT:
+        pins = read_pins(path)
+        pins[ep] = key
+        _write(path, [f"{e} {keys.to_text(k)}" for e, k in pins.items()])
 
 
 def forget_pin(path: Path, ep: Endpoint) -> bool:
-    pins = read_pins(path)
-    if pins.pop(ep, None) is None:
-        return False
-    _write(path, [f"{e} {keys.to_text(k)}" for e, k in pins.items()])
-    return True
+    with _EDIT:
+        pins = read_pins(path)
+        if pins.pop(ep, None) is None:
+            return False
+        _write(path, [f"{e} {keys.to_text(k)}" for e, k in pins.items()])
+        return True
