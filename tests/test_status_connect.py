@@ -54,8 +54,15 @@ def test_status_shows_shares_peers_and_downloads(serve: Serve, tmp_path: Path) -
         assert d["cid"] == p.cid_to_text(info.cid)
     finally:
         part.close()
+    (downloads / "photos").mkdir()  # a folder fetch keeps its tree
+    nested = PartFile(part_path(downloads / "photos", "p.jpg", info.cid), info)
+    nested.save(bytes(resume.bitmap(info, set())))
+    nested.close()
     doc = _status(tmp_path, node)
-    assert doc["downloads"][0]["state"] == "paused"
+    assert sorted((d["name"], d["state"]) for d in doc["downloads"]) == [
+        ("film.mkv", "paused"),
+        ("p.jpg", "paused"),
+    ]
     assert doc["node"] == node.node and doc["name"] == "a"
     assert (doc["files"], doc["bytes"], doc["hashed"]) == (2, 5100, 2)
     assert doc["shares"] == [str(node.share.resolve())]
@@ -64,6 +71,22 @@ def test_status_shows_shares_peers_and_downloads(serve: Serve, tmp_path: Path) -
     assert "shares 2 files" in text.stdout and "paused" in text.stdout
     assert "film.mkv" in text.stdout
     del other
+
+
+def test_a_find_into_the_nodes_own_download_folder_is_not_warned_about(
+    serve: Serve, tmp_path: Path
+) -> None:
+    """`serve` in a folder shares it but never its download folder inside it: a find through
+    that node saves there and must not say that what it fetches is shared."""
+    holder = serve("b", {"song.mp3": b"la" * 1000})
+    home = tmp_path / "home"
+    home.mkdir()
+    node = serve("a", {}, str(home), "--downloads", str(home / "downloaded"))  # home is shared
+    r = run_zwalk("find", "song.mp3", "--data-dir", str(node.data_dir), cwd=home)
+    assert r.returncode == 0, r.stderr
+    assert "shared too" not in r.stderr
+    assert (home / "downloaded" / "song.mp3").read_bytes() == b"la" * 1000
+    del holder
 
 
 def test_status_without_a_node_says_so(tmp_path: Path) -> None:

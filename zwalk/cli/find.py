@@ -159,6 +159,8 @@ def find(
             app.error(str(e))
             ctx.exit(EXIT_USAGE)
         shared = next((s for s in (local.shares if local else ()) if _inside(where, s)), None)
+        if local is not None and local.downloads is not None and _inside(where, local.downloads):
+            shared = None  # the node's own download folder: it never shares that
         if shared is not None and not as_json:
             app.warn(
                 f"{where} is inside {shared}, which the local node shares: what you fetch "

@@ -28,12 +28,23 @@ class Partial:
     active: bool  # a download holds it now
 
 
-def partials(folder: Path, limit: int = 1000) -> list[Partial]:
-    """The `.part` files in a download folder (not below it), newest first."""
-    try:
-        found = [e for e in os.scandir(folder) if e.is_file() and _PART.match(e.name)]
-    except OSError:
-        return []
+def partials(folder: Path, limit: int = 1000, look_at: int = 100_000) -> list[Partial]:
+    """The `.part` files in a download folder and below it (a folder fetch keeps its tree),
+    newest first; at most `look_at` entries are looked at, so a huge folder stays quick."""
+    found: list[os.DirEntry[str]] = []
+    seen = 0
+    todo = [folder]
+    while todo and seen < look_at:
+        try:
+            entries = list(os.scandir(todo.pop()))
+        except OSError:
+            continue
+        seen += len(entries)
+        for e in entries:
+            if e.is_dir(follow_symlinks=False):
+                todo.append(Path(e.path))
+            elif e.is_file(follow_symlinks=False) and _PART.match(e.name):
+                found.append(e)
     found.sort(key=lambda e: e.stat().st_mtime, reverse=True)
     return [_describe(Path(e.path)) for e in found[:limit]]
 
