@@ -178,6 +178,16 @@ def test_the_hit_table_keeps_its_columns_with_wide_names_and_names_holders_with_
     assert all(f"a ({a.node[:12]})" in line for line in rows)
 
 
+def test_two_versions_of_one_name_are_told_apart_by_their_paths(
+    serve: Serve, tmp_path: Path
+) -> None:
+    a = serve("a", {"song.mp3": b"single", "album/song.mp3": b"album version"})
+    r = run_zwalk("find", "song.mp3", "--peer", a.endpoint, "--no-download", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    rows = sorted(line.split()[1] for line in r.stdout.splitlines() if "b3:" in line)
+    assert rows == ["share/album/song.mp3", "share/song.mp3"]
+
+
 def test_warnings_read_like_the_commands_own_and_v_shows_the_steps(tmp_path: Path) -> None:
     r = run_zwalk("find", "x", "--peer", "127.0.0.1:1", cwd=tmp_path)
     assert r.returncode == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -191,6 +192,13 @@ def hit_table(app: App, r: dict[str, Any]) -> None:
     """Plain aligned columns, never truncated: content ids must survive copy-paste and pipes.
     Numbered when there is a choice (for --pick)."""
     mine = {h["cid"]: h for h in r["local"]}
+    # Versions of one name are told apart by where their first holder keeps them, when that
+    # differs (the same path on two nodes says nothing: holders and age tell those apart).
+    paths = {id(h): h["holders"][0]["path"] if h["holders"] else h["name"] for h in r["hits"]}
+    by_name: dict[str, set[str]] = {}
+    for h in r["hits"]:
+        by_name.setdefault(h["name"], set()).add(paths[id(h)])
+    counts = Counter(h["name"] for h in r["hits"])
     rows = []
     for h in r["hits"]:
         holders = ", ".join(
@@ -198,7 +206,9 @@ def hit_table(app: App, r: dict[str, Any]) -> None:
         )
         if h["cid"] in mine:
             holders += ", and this node"
-        rows.append((h["name"], mib(h["size"]), h["cid"], holders))
+        n = h["name"]
+        shown = paths[id(h)] if counts[n] > 1 and len(by_name[n]) == counts[n] else n
+        rows.append((shown, mib(h["size"]), h["cid"], holders))
     seen = {h["cid"] for h in r["hits"]}
     for h in r["local"]:
         if h["cid"] not in seen:
