@@ -18,8 +18,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from zwalk.core import protocol as p
+from zwalk.core.units import mib
 from zwalk.store import resume
-from zwalk.store.downloads import DownloadError, check_room
+from zwalk.store.downloads import DownloadError, allocated, check_room, open_part, write_error
 from zwalk.store.partfile import PartFile, progress_path
 
 CS = p.MIN_CHUNK_SIZE
@@ -189,5 +190,30 @@ def test_a_part_file_the_disk_cannot_hold_fails_at_once_and_leaves_nothing() -> 
             PartFile(shm / "f.part", huge)
         assert e.value.errno == errno.ENOSPC
         assert list(shm.iterdir()) == []
+        # and a download says so as a full disk, not as a failed write
+        with pytest.raises(DownloadError, match=f"not enough space in {shm}: the file needs"):
+            open_part(shm, "f", huge.cid, huge)
+        assert list(shm.iterdir()) == []
     finally:
         shutil.rmtree(shm)
+
+
+def test_a_disk_that_fills_up_mid_download_is_named_with_the_space_and_the_part_kept(
+    tmp_path: Path,
+) -> None:
+    """Seen in the disk-full scenario: ENOSPC while writing said only "cannot write X.part:
+    [Errno 28] ..." and claimed nothing kept, though the .part held verified chunks."""
+    data = os.urandom(4 * CS)
+    info = info_for(data)
+    part = PartFile(tmp_path / "f.part", info)
+    part.write_frame(memoryview(data)[CS : 2 * CS], 1, 1)
+    part.bits[0] |= 1 << 1
+    e = write_error(part, OSError(errno.ENOSPC, "No space left on device"))
+    part.close()
+    more = mib(len(data) - allocated(part.path))
+    assert str(e).startswith(f"not enough space in {tmp_path}: the file needs {more} more, ")
+    assert (e.part, e.kept, e.allocated) == (part.path, CS, allocated(part.path))
+    own = PartFile(tmp_path / "g.part", info, private=True)  # removed on failure: keeps nothing
+    e = write_error(own, OSError(errno.EIO, "Input/output error"))
+    own.close()
+    assert str(e) == f"cannot write {own.path}: Input/output error" and e.part is None

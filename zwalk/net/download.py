@@ -28,7 +28,15 @@ from zwalk.net.fileinfo import fetch_info
 from zwalk.net.links import PeerError, PeerLink
 from zwalk.net.saver import ProgressSaver
 from zwalk.net.tasks import TaskSet, in_thread
-from zwalk.store.downloads import DownloadError, allocated, check_room, open_part, part_path, place
+from zwalk.store.downloads import (
+    DownloadError,
+    allocated,
+    check_room,
+    open_part,
+    part_path,
+    place,
+    write_error,
+)
 from zwalk.store.partfile import PartFile
 
 log = logging.getLogger(__name__)
@@ -83,9 +91,12 @@ async def download(
     for info, sources in groups:
         part = await asyncio.to_thread(open_part, out_dir, name, cid, info)
         try:
-            sched, resumed, got = await _attempt(
-                part, info, sources, rtts, options, progress, more_holders, excluded, gone
-            )
+            try:
+                sched, resumed, got = await _attempt(
+                    part, info, sources, rtts, options, progress, more_holders, excluded, gone
+                )
+            except OSError as e:  # the .part's disk: what it verified stays for the next run
+                raise write_error(part, e) from None
             received += got
             for link, why in sched.failure_reasons().items():
                 excluded[link.label] = why
@@ -219,7 +230,7 @@ class _Answer:
     failure: str = ""
     busy: bool = False  # the source said it is serving all it can
     gone: bool = False  # the source no longer shares the file (it changed or was removed)
-    fatal: str = ""  # the download cannot go on (the .part cannot be written)
+    fatal: OSError | None = None  # the download cannot go on (the .part cannot be written)
 
 
 async def _run(
@@ -277,7 +288,7 @@ async def _run(
         except asyncio.CancelledError:
             raise
         except OSError as e:  # from the .part: the disk, not the source, is the problem
-            answers.put_nowait(_Answer(req, fatal=f"cannot write {part.path}: {e}"))
+            answers.put_nowait(_Answer(req, fatal=e))
         except Exception as e:  # a bug must not leave the frame outstanding for ever
             log.exception("fetching chunk %d from %s", req.index, req.source.label)
             answers.put_nowait(_Answer(req, failure=f"{type(e).__name__}: {e}"))
@@ -353,8 +364,8 @@ async def _run(
                     continue  # room in a window, a new source, or an answer no longer wanted
                 now = loop.time()
                 src, req = a.req.source, a.req
-                if a.fatal:
-                    raise DownloadError(a.fatal)
+                if a.fatal is not None:
+                    raise a.fatal
                 if a.bad:
                     log.warning("%s: chunk %d rejected: %s", src.label, a.bad[0], a.failure)
                     sched.on_frame(

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import shutil
@@ -261,9 +262,32 @@ def check_room(out_dir: Path, part: Path, size: int) -> None:
     except OSError as e:
         raise DownloadError(f"cannot write to {out_dir}: {e}") from None
     if size > free:
-        raise DownloadError(
-            f"not enough space in {out_dir}: the file needs {mib(size)}, {mib(free)} is free"
-        )
+        raise DownloadError(no_room(out_dir, size, free))
+
+
+def no_room(folder: Path, need: int, free: int | None = None, more: str = "") -> str:
+    """What a full disk is called wherever it stops a download: the folder and the space."""
+    if free is None:
+        try:
+            free = shutil.disk_usage(folder).free
+        except OSError:
+            free = 0
+    return f"not enough space in {folder}: the file needs {mib(need)}{more}, {mib(free)} is free"
+
+
+def write_error(part: PartFile, e: OSError) -> DownloadError:
+    """The .part could not be written (a full disk, an I/O error): the error names the folder
+    and the space still needed, or the file; what is verified in it stays for the next run."""
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        message = no_room(part.path.parent, max(0, part.info.size - allocated(part.path)),
+                          more=" more")  # fmt: skip
+    else:
+        message = f"cannot write {part.path}: {e.strerror or e}"
+    if part.private:  # nobody would resume it: it is removed
+        return DownloadError(message)
+    return DownloadError(
+        message, part=part.path, kept=part.kept_bytes(), allocated=allocated(part.path)
+    )
 
 
 def allocated(path: Path) -> int:
@@ -286,5 +310,7 @@ def open_part(out_dir: Path, name: str, cid: bytes, info: p.FileInfo) -> PartFil
             log.info("%s is being fetched by another process; using a .part of our own", name)
             own = path.with_name(f"{path.stem}.{os.getpid()}{path.suffix}")
             return PartFile(own, info, private=True)
-    except OSError as e:
+    except OSError as e:  # a new .part is removed: a full disk fails before anything is fetched
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DownloadError(no_room(out_dir, info.size)) from None
         raise DownloadError(f"cannot write {path}: {e.strerror or e}") from None

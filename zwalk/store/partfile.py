@@ -134,6 +134,12 @@ class PartFile:
                 self._add_to_whole(i * cs, length, memoryview(data))
         return good
 
+    def kept_bytes(self) -> int:
+        """Bytes of the chunks verified and written here (what a record of `bits` claims)."""
+        cs, size = self.info.chunk_size, self.info.size
+        n = p.chunk_count(size, cs)
+        return sum(min(cs, size - i * cs) for i in range(n) if self.bits[i // 8] >> (i % 8) & 1)
+
     def save(self, bits: bytes) -> None:
         """Record which chunks are here. Their data is flushed to disk first, so the record
         never claims a chunk a power loss could take back, and the flushing is spread over
