@@ -23,9 +23,11 @@ from procs import LOOPBACK, curve_dealer, find_async
 
 from zwalk.cli.app import running
 from zwalk.core import protocol as p
+from zwalk.core.keys import node_id_for
 from zwalk.net import router as router_mod
 from zwalk.net.node import Node
 from zwalk.net.router import Router
+from zwalk.net.walks import MAX_RELAYS
 from zwalk.store import identity
 from zwalk.store.config import Config
 
@@ -128,6 +130,35 @@ async def test_beyond_the_request_limit_the_answer_is_busy_and_pings_still_work(
         assert answered == set(range(limit))
         # the slots are free again
         assert isinstance(await c.ask(p.GetInfo(req=1000, cid=_cid(data))), p.FileInfo)
+
+
+async def test_a_burst_of_quick_requests_is_served_not_refused_as_busy(
+    tmp_path: Path, client_of: list[Client]
+) -> None:
+    """The request limit counts requests in progress, not messages read before their handlers
+    had a turn: the router used to read its whole queue without yielding, so a burst of 240
+    walks (answered at once) found the 64 slots taken by handlers not yet started, and all but
+    the first 64 or so were answered busy (the load scenario's first finding)."""
+    node = _node(tmp_path, "a", {"f.bin": b"data"})
+    key = os.urandom(p.KEY_BYTES)
+    origin = p.PeerRef(node=node_id_for(key), name="far", host=LOOPBACK, port=1, key=key)
+    async with running(node):
+        clients = [Client(node) for _ in range(4)]
+        client_of.extend(clients)
+        n = 60  # 4 x 60 = 240 walks: below MAX_RELAYS, far beyond MAX_CONCURRENT_REQUESTS
+        assert 4 * n > router_mod.MAX_CONCURRENT_REQUESTS and 4 * n < MAX_RELAYS
+        for req in range(n):
+            for c in clients:
+                walk = p.Walk(
+                    req=req, qid=os.urandom(16), walker=0, hops=1, path=(origin.node,),
+                    strategy=p.Strategy.KWALK, ttl=0, check_every=0, origin=origin,
+                    kind=p.QueryKind.NAME, pattern="f.bin", icase=False, stop_on_hit=False,
+                    backtrack=False,
+                )  # fmt: skip
+                await c.send(walk)
+        replies = [await c.recv() for c in clients for _ in range(n)]
+        refused = [r for r in replies if not isinstance(r, p.WalkOk)]
+        assert not refused, f"{len(refused)} of {len(replies)} refused: {refused[0]}"
 
 
 # --- bad chunk requests, and a file that changed under the index ---------------------------

@@ -127,6 +127,11 @@ class Router:
             await reply(self.sock, rid, busy)
             return
         if self._request_slots.locked():
+            # A message that is ready is read without a pause, so the slots may be held by
+            # handlers spawned but not yet started (a burst of walks, each answered at once):
+            # they get their turn before this request is refused.
+            await asyncio.sleep(0)
+        if self._request_slots.locked():
             busy = p.Error(req=msg.req, code=p.ErrorCode.BUSY, reason="too many requests")
             await reply(self.sock, rid, busy)
             return
