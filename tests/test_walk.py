@@ -94,7 +94,12 @@ def test_want_many_collects_holders_and_dedups_by_content_id() -> None:
 # --- k-walker random walk and flooding --------------------------------------------------------
 
 from zwalk.core.fields import EndReason, Strategy  # noqa: E402
-from zwalk.core.searches import FloodSearch, KWalkSearch  # noqa: E402
+from zwalk.core.searches import (  # noqa: E402
+    BUSY_REST,
+    BUSY_REST_MAX,
+    FloodSearch,
+    KWalkSearch,
+)
 from zwalk.core.walk import HANDOVER_TRIES, CheckBack, Ended, Forward, Relay, RelayStep, Walk  # noqa: E402
 
 QID = b"q" * 16
@@ -216,6 +221,51 @@ def test_a_lost_first_hop_is_replaced_elsewhere_and_the_deadline_ends_all() -> N
     assert s.active == {again.walk.walker}
     assert not s.done(9.9)
     assert s.done(10.0)
+
+
+def test_a_busy_first_hop_rests_and_is_asked_again_while_the_search_runs() -> None:
+    """Busy passes: the walker goes elsewhere, or waits for the rest of a busy node to end,
+    and keeps its number. It used to be lost with the node dropped as a first hop, so a search
+    whose neighbours were all busy (a storm of walks at the node holding the file) ended
+    at once with nothing found (the load scenario's second finding)."""
+    s = kwalk(nbrs=("a", "b"), walkers=1)
+    [f] = s.start(0)
+    [elsewhere] = s.on_busy(f.walk, f.to, 0.0)
+    other = "b" if f.to == "a" else "a"
+    assert elsewhere.to == other and elsewhere.walk.walker == f.walk.walker
+    assert elsewhere.walk.path == ("s", other) and elsewhere.walk.hops == 1
+    assert s.on_busy(elsewhere.walk, other, 0.1) == []  # both rest: it waits
+    assert not s.done(0.2) and s.active == {f.walk.walker} and s.lost == 0
+    assert s.next_due() == BUSY_REST and s.due(0.2) == []
+    [again] = s.due(BUSY_REST)  # the first one's rest is over
+    assert again.to == f.to and again.walk.walker == f.walk.walker
+    # With one neighbour: each refusal doubles its rest, up to the maximum, and the deadline
+    # ends it all.
+    one = kwalk(nbrs=("a",), walkers=1)
+    [f] = one.start(0)
+    t = 0.0
+    for n in range(1, 7):
+        assert one.on_busy(f.walk, "a", t) == []
+        rest = min(BUSY_REST_MAX, BUSY_REST * 2 ** (n - 1))
+        assert one.next_due() == t + rest and one.due(t + rest - 0.01) == []
+        t += rest
+        [f] = one.due(t)
+    assert one.on_busy(f.walk, "a", 10.0) == [] and one.due(10.0) == [] and one.done(10.0)
+    assert one.launched == 1 and one.messages == 1  # one walker, its one hop counted once
+
+
+def test_waiting_walkers_are_lost_when_no_first_hop_is_left() -> None:
+    s = kwalk(nbrs=("a", "b"), walkers=2)
+    w0, w1 = s.start(0)
+    [moved] = s.on_busy(w0.walk, w0.to, 0.0)  # w0 goes to w1's node
+    assert moved.to == w1.to
+    assert s.on_busy(w1.walk, w1.to, 0.0) == []  # both rest: w1 waits
+    [w2] = s.on_lost(0, w1.to, 0.1)  # w0 could not reach it at all: gone as a first hop
+    assert w2.to == w0.to and w2.walk.walker == 2
+    assert s.on_lost(2, w0.to, 0.2) == []  # and the other too: no first hop is left
+    assert s.active == {1} and not s.done(0.3)
+    assert s.due(0.3) == [] and not s.active and s.lost == 3
+    assert s.done(0.3)
 
 
 def test_flood_searcher_counts_its_first_copies() -> None:

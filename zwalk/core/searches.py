@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Hashable, Iterable
+from dataclasses import replace
 from typing import TypeVar
 
 from zwalk.core import protocol as p
@@ -12,6 +13,11 @@ from zwalk.core.outcome import Found, Hop, WalkOutcome
 from zwalk.core.walk import Forward, Walk
 
 K = TypeVar("K", bound=Hashable)  # how the shell names a peer
+
+# A first hop that answers busy is left alone this long, doubling with each refusal in one
+# search, up to BUSY_REST_MAX (as a download pauses a busy source for 0.25 s).
+BUSY_REST = 0.25
+BUSY_REST_MAX = 2.0
 
 
 class KWalkSearch(WalkOutcome[K]):
@@ -75,6 +81,9 @@ class KWalkSearch(WalkOutcome[K]):
         self.ended: dict[EndReason, int] = {r: 0 for r in EndReason}
         self.ended_at: float | None = None
         self.trace: list[Hop[K]] = []
+        self.refused: dict[K, int] = {}  # first hop -> busy answers it gave this search
+        self._resting: dict[K, float] = {}  # first hop -> when it may be asked again
+        self._waiting: list[Walk[K]] = []  # walkers refused as busy, not yet sent again
 
     # --- launching ----------------------------------------------------------------------------
     def start(self, now: float) -> list[Forward[K]]:
@@ -180,6 +189,47 @@ class KWalkSearch(WalkOutcome[K]):
         if to in self._first_hops:
             self._first_hops.remove(to)
         return self._launch(1)
+
+    def on_busy(self, walk: Walk[K], to: K, now: float) -> list[Forward[K]]:
+        """The first hop answered busy (it relays all it may). Busy passes: the node stays a
+        first hop, left alone for a rest that doubles with each refusal, and the walker (still
+        active, same number) goes to a first hop not resting, or waits for one (`due`). Only
+        the deadline, or what ends the search, ends it: a storm of walks at the one node that
+        holds a file must not make a search give up at once (it used to drop the node)."""
+        if walk.walker not in self.active:
+            return []
+        n = self.refused[to] = self.refused.get(to, 0) + 1
+        self._resting[to] = now + min(BUSY_REST_MAX, BUSY_REST * 2 ** (n - 1))
+        self._waiting.append(walk)
+        return self.due(now)
+
+    def due(self, now: float) -> list[Forward[K]]:
+        """Walkers refused as busy that may go now, each to a first hop that is not resting
+        (one not yet visited if there is one). The shell calls it at `next_due`."""
+        if not self._first_hops:  # every first hop failed for good: the waiting are lost
+            for walk in self._waiting:
+                self.active.discard(walk.walker)
+                self.hops[walk.walker] -= 1
+                self.lost += 1
+            self._waiting.clear()
+        if self.satisfied or now >= self.deadline:
+            return []
+        out: list[Forward[K]] = []
+        while self._waiting:
+            ready = [n for n in self._first_hops if self._resting.get(n, 0.0) <= now]
+            if not ready:
+                break
+            walk = self._waiting.pop(0)
+            fresh = [n for n in ready if n not in self.visited] or ready
+            to = fresh[walk.walker % len(fresh)]
+            out.append(Forward(to, replace(walk, path=(*walk.path[:-1], to))))
+        return out
+
+    def next_due(self) -> float | None:
+        """When a walker refused as busy may go again, or None if none waits."""
+        if not self._waiting:
+            return None
+        return min((self._resting.get(n, 0.0) for n in self._first_hops), default=None)
 
     # --- state ------------------------------------------------------------------------------------
     def done(self, now: float) -> bool:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import os
 import random
@@ -32,6 +33,12 @@ FLOOD_QUIET = 1.0  # seconds without a report after which a flood search is over
 MAX_RELAYS = 256  # query copies relayed at once; beyond, a hand-over is refused as busy
 
 AnySearch = KWalkSearch[bytes] | FloodSearch[bytes]
+
+
+class Handover(enum.Enum):
+    TAKEN = "walk-ok"
+    BUSY = "busy"  # it relays, or serves, all it may: worth asking again shortly
+    FAILED = "failed"  # gone, silent, or another error
 
 
 def to_policy(msg: p.Walk | p.WalkHits | p.WalkCheck | p.WalkEnd) -> Walk[bytes]:
@@ -158,16 +165,20 @@ class WalkService:
                     actions = step.on_refused(to)
 
     async def _hand_over(self, to: bytes, msg: p.Walk) -> bool:
+        return await self._offer(to, msg) is Handover.TAKEN
+
+    async def _offer(self, to: bytes, msg: p.Walk) -> Handover:
         link = self.peers.link_for(to)
         if link is None:
-            return False
+            return Handover.FAILED
         self.sent += 1
         try:
             reply = await link.request(msg, HANDOVER_TIMEOUT)
         except (TimeoutError, PeerError) as e:
             log.info("walk hand-over to %s failed: %s", to.hex()[:12], e or "timeout")
-            return False
-        return isinstance(reply, p.WalkOk)
+            busy = isinstance(e, PeerError) and e.code is p.ErrorCode.BUSY
+            return Handover.BUSY if busy else Handover.FAILED
+        return Handover.TAKEN if isinstance(reply, p.WalkOk) else Handover.FAILED
 
     async def _check(self, msg: p.Walk, walk: Walk[bytes]) -> tuple[bool, tuple[bytes, ...]]:
         link = await self._searcher(msg.origin)
@@ -270,11 +281,15 @@ class WalkService:
 
     async def _first_hop(self, run: Running, f: Forward[bytes]) -> None:
         msg = to_wire(f.walk, run.origin, run.query)
-        if await self._hand_over(f.to, msg):
+        outcome = await self._offer(f.to, msg)
+        if outcome is Handover.TAKEN or not isinstance(run.search, KWalkSearch):
             return
-        if isinstance(run.search, KWalkSearch):
-            self._launch(run, run.search.on_lost(f.walk.walker, f.to, time.monotonic()))
-            run.changed.set()
+        now = time.monotonic()
+        if outcome is Handover.BUSY:  # sent again later (the search loop asks when)
+            self._launch(run, run.search.on_busy(f.walk, f.to, now))
+        else:
+            self._launch(run, run.search.on_lost(f.walk.walker, f.to, now))
+        run.changed.set()
 
     async def search(
         self,
@@ -332,7 +347,11 @@ class WalkService:
             last = time.monotonic()
             while not s.done(time.monotonic()):
                 run.changed.clear()
-                wait = max(0.001, min(0.25, s.deadline - time.monotonic()))
+                wake = s.deadline
+                if isinstance(s, KWalkSearch):
+                    self._launch(run, s.due(time.monotonic()))
+                    wake = min(wake, s.next_due() or wake)
+                wait = max(0.001, min(0.25, wake - time.monotonic()))
                 try:
                     async with asyncio.timeout(wait):
                         await run.changed.wait()
