@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from zwalk.core import protocol as p
-from zwalk.core.sources import MIN_RATE, STALL_FACTOR, Request
+from zwalk.core.sources import MIN_RATE, STALL_FACTOR, Request, unrecorded_limit
 from zwalk.core.transfer import ChunkScheduler
 
 CS = p.MIN_CHUNK_SIZE
@@ -451,3 +451,18 @@ def _seeded_run(seed: int) -> None:
 def test_seeded_runs_never_give_a_chunk_to_two_sources_or_lose_one() -> None:
     for seed in range(400):
         _seeded_run(seed)
+
+
+def test_a_progress_record_is_due_after_half_the_windows_of_the_sources_at_work() -> None:
+    """What a crash may cost stays within one window: a record is due, whatever the time, once
+    half the windows are verified and unrecorded (the measured loss was 3 MiB for a 2.2 MiB
+    window with a record every 0.5 s only)."""
+    s = sched(40, ["a", "b"])  # windows of 2 frames (8 chunks) each before a rate is known
+    assert unrecorded_limit(s.sources.values(), CS) == 8 * CS
+    s.requests(0)
+    s.on_frame("a", 0, range(4), now=0.01)  # a's rate is measured: its window grows
+    assert unrecorded_limit(s.sources.values(), CS) > 8 * CS
+    s.exclude("a", "gone")
+    assert unrecorded_limit(s.sources.values(), CS) == 4 * CS  # only b's counts now
+    s.exclude("b", "gone")
+    assert unrecorded_limit(s.sources.values(), CS) == CS  # never less than a chunk

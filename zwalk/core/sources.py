@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -121,3 +121,12 @@ class SourceState:
         if self.rate * rtt > GAP_SHARE * frame:
             window = max(window, 2 * frame)  # long round trip: keep the next frame coming
         self.window = int(min(max_window, max(frame, window)))
+
+
+def unrecorded_limit(sources: Iterable[SourceState], chunk_size: int) -> int:
+    """Verified bytes a download may have written and not yet named in its .part's progress
+    record before a record is due, whatever the time since the last: half the windows of the
+    sources still at work (at least one chunk). What a crash then costs -- these bytes, plus what
+    is verified while that record is saved -- stays within one window, on a fast link as on a
+    slow one, where a record every so many seconds would lose that many seconds of the link."""
+    return max(chunk_size, sum(st.window for st in sources if st.excluded is None) // 2)

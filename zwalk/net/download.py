@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from zwalk.core import protocol as p
-from zwalk.core.sources import Request, TransferOptions
+from zwalk.core.sources import Request, TransferOptions, unrecorded_limit
 from zwalk.core.transfer import ChunkScheduler
 from zwalk.core.units import mib
 from zwalk.net.buffers import keep_freed_frames
@@ -387,7 +387,10 @@ async def _run(
                 if a.good:
                     for i in a.good:
                         part.bits[i // 8] |= 1 << (i % 8)
-                    saver.mark()
+                    saver.mark(
+                        sum(sched.span(i)[1] for i in a.good),
+                        unrecorded_limit(sched.sources.values(), sched.info.chunk_size),
+                    )
                     if progress:
                         progress(sched.bytes_done, sched.info.size, sched.active_sources)
             # Leaving the TaskSet cancels the requests still out to sources we no longer need.
