@@ -198,6 +198,37 @@ def test_a_part_file_the_disk_cannot_hold_fails_at_once_and_leaves_nothing() -> 
         shutil.rmtree(shm)
 
 
+def test_a_record_is_written_only_after_the_data_it_names_is_synced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a power loss relies on (a killed process keeps the page cache; a lost one does not):
+    the .part's data is flushed before the record that claims it is written."""
+    from zwalk.store import partfile
+
+    data = os.urandom(2 * CS)
+    info = info_for(data)
+    part = PartFile(tmp_path / "f.part", info)
+    calls: list[tuple[str, int]] = []
+    write, sync = partfile._pwrite_all, getattr(os, "fdatasync", os.fsync)
+
+    def logged_write(fd: int, data: bytes | memoryview, offset: int) -> None:
+        calls.append(("write", fd))
+        write(fd, data, offset)
+
+    def logged_sync(fd: int) -> None:
+        calls.append(("sync", fd))
+        sync(fd)
+
+    monkeypatch.setattr(partfile, "_pwrite_all", logged_write)
+    monkeypatch.setattr(os, "fdatasync", logged_sync, raising=False)  # fsync's stand-in if none
+    part.write_frame(memoryview(data)[:CS], 0, 1)
+    part.save(bytes(resume.bitmap(info, {0})))
+    record = part._rfd
+    part.close()
+    assert calls == [("write", part.fd), ("sync", part.fd), ("write", record)]
+    assert resume.decode(progress_path(part.path).read_bytes(), info) == {0}
+
+
 def test_a_record_is_due_at_once_when_more_than_the_limit_is_unrecorded(tmp_path: Path) -> None:
     """Records every SAVE_EVERY seconds alone let a crash on a fast link lose more than a window
     (measured: 3 MiB after a kill, the window 2.2 MiB); past the limit one is written at once."""

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -87,6 +87,25 @@ class LabNode:
         return self.lab.spawn(  # type: ignore[return-value]
             self.host,
             self._cmd(args),
+            cwd=self.home,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def zwalk_under(
+        self, prefix: Sequence[str], *args: str, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
+        """`zwalk` run through another program on this host (strace, nsenter into a mount
+        namespace of the caller's: that resets the working folder, so `prefix` says it)."""
+        cmd = [*prefix, *self._cmd(args)]
+        return self.lab.run(self.host, cmd, timeout=timeout, cwd=self.home)
+
+    def zwalk_bg_under(self, prefix: Sequence[str], *args: str) -> subprocess.Popen[str]:
+        """`zwalk_bg` through another program, as `zwalk_under` runs it."""
+        return self.lab.spawn(  # type: ignore[return-value]
+            self.host,
+            [*prefix, *self._cmd(args)],
             cwd=self.home,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
