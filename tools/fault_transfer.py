@@ -519,8 +519,10 @@ class Mounts:
         self.holder = lab.spawn(
             0, ["unshare", "--mount", "--propagation", "private", "sleep", "900"]
         )
-        ours = os.readlink("/proc/self/ns/mnt")
-        wait_until(lambda: os.readlink(f"/proc/{self.holder.pid}/ns/mnt") != ours, timeout=10)
+        # `ip netns exec` makes a mount namespace of its own before it runs unshare, which makes
+        # ours: mounts go in once `sleep` runs, or they land in the one unshare copies too soon.
+        comm = Path(f"/proc/{self.holder.pid}/comm")
+        wait_until(lambda: comm.read_text().strip() == "sleep", timeout=10)
         self.enter = ["nsenter", f"--mount=/proc/{self.holder.pid}/ns/mnt"]
         self.points: list[Path] = []
 
@@ -534,6 +536,8 @@ class Mounts:
         if r.returncode != 0:
             raise RuntimeError(f"mount {' '.join(args)}: {r.stderr.strip()}")
         self.points.append(at)
+        if self.view(at).stat().st_dev == at.stat().st_dev:  # not in the namespace we use
+            raise RuntimeError(f"{at} is not mounted where the downloads run")
 
     def tmpfs(self, at: Path, size: int) -> Path:
         """A tmpfs of `size` bytes: it allocates a file's blocks up front (fallocate)."""
