@@ -31,6 +31,7 @@ from zwalk.net.links import PeerError, PeerLink
 from zwalk.net.local import Local
 from zwalk.net.netif import ipv4_networks, resolve
 from zwalk.net.pinning import Unknown, key_for
+from zwalk.net.tablewaits import TableWaits
 from zwalk.store import trust
 from zwalk.store.config import Config
 
@@ -42,10 +43,11 @@ MAX_UNVERIFIED_PER_HOST = 2  # endpoints of one host met from walk origins, not 
 Spawn = Callable[[Coroutine[Any, Any, None]], "asyncio.Task[None] | None"]
 
 
-class PeerTable:
+class PeerTable(TableWaits):
     def __init__(
         self, ctx: zmq.asyncio.Context, cfg: Config, local: Local, spawn: Spawn, gate: Gate
     ) -> None:
+        super().__init__()
         self.ctx = ctx
         self.cfg = cfg
         self.local = local
@@ -66,9 +68,6 @@ class PeerTable:
         self._link_tasks: dict[Endpoint, asyncio.Task[None]] = {}
         self._allowed_nets: list[ipaddress.IPv4Network] | None = None
         self._wake = asyncio.Event()
-        # Set at the next change of the table, then replaced by a fresh one: every waiter
-        # wakes, and none can clear the signal under another.
-        self._changed = asyncio.Event()
 
     @staticmethod
     def now() -> float:
@@ -276,57 +275,7 @@ class PeerTable:
             link.close(linger_ms=BYE_LINGER_MS)
         self.links.clear()
 
-    # --- waiting for the table --------------------------------------------------------------
-    def _changed_now(self) -> None:
-        self._changed.set()
-        self._changed = asyncio.Event()
-
-    async def next_change(self, timeout: float) -> bool:
-        """Wait until the table changes (True) or `timeout` seconds pass (False)."""
-        changed = self._changed
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(max(0.0, timeout)):
-                await changed.wait()
-        return changed.is_set()
-
-    async def wait_until(self, ready: Callable[[], bool], timeout: float) -> bool:
-        """Wait until `ready()` holds, checked at each change, for at most `timeout` seconds;
-        returns whether it does."""
-        deadline = asyncio.get_running_loop().time() + timeout
-        while not ready():
-            left = deadline - asyncio.get_running_loop().time()
-            if left <= 0:
-                return False
-            await self.next_change(left)
-        return True
-
-    def alive(self, ep: Endpoint) -> bool:
-        """Whether the peer at `ep` has answered our hello and still answers pings."""
-        m = self.membership.by_endpoint.get(ep)
-        return m is not None and m.state is State.ALIVE
-
-    def answered(self, endpoints: Iterable[Endpoint]) -> bool:
-        """Whether each of these peers answered our hello, or was dropped (it refused us, or
-        turned out to be ourselves or another peer's second address): none is worth waiting
-        for any longer."""
-        table = self.membership.by_endpoint
-        return all(self.alive(ep) or ep not in table for ep in endpoints)
-
-    async def settle(self, wait: float, quiet: float = 0.3) -> None:
-        """Let discovery and hellos run: up to `wait` seconds, less once every peer found has
-        answered and nothing new turned up for `quiet` seconds."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + wait
-        last_change = loop.time()
-        while (now := loop.time()) < deadline:
-            members = self.membership.by_endpoint.values()
-            answered = bool(members) and all(m.state is State.ALIVE for m in members)
-            if answered and now - last_change >= quiet:
-                return
-            until = min(deadline, last_change + quiet) if answered else deadline
-            if await self.next_change(until - now):
-                last_change = loop.time()
-
+    # --- meeting named peers ---------------------------------------------------------------
     async def meet(
         self,
         endpoints: Iterable[Endpoint],
@@ -342,14 +291,6 @@ class PeerTable:
         if eps:
             self.apply(self.membership.add_named(eps, self.now()))
             await self.wait_until(lambda: self.answered(eps), timeout)
-
-    async def hear_back(self) -> None:
-        """Wait until every peer in the table has answered hello or failed (with the reason a
-        user will want): at most the hello timeout and a diagnosis."""
-        await self.wait_until(
-            lambda: all(m.state is State.ALIVE for m in self.membership.by_endpoint.values()),
-            hello_wait(self.cfg),
-        )
 
     # --- who is there -----------------------------------------------------------------------
     def neighbours(self) -> list[bytes]:
