@@ -258,3 +258,119 @@ def test_a_hello_ok_must_name_the_node_of_the_key_it_proved() -> None:
     out = t.on_hello(EA, node=B, name="b", incarnation=INC1, files=0, version=2, now=0.1)
     assert out == [Disconnect(EA, "its hello-ok names another node than the key it proved")]
     assert t.alive() == []
+
+
+# --- peers lost and back: a frozen laptop, a pulled cable (core/parking.py) ----------------------
+def silence(t: Membership, node: bytes, ep: Endpoint, since: float) -> float:
+    """Let a met peer go silent from `since` until it is dropped; returns when it was."""
+    now = since
+    while t.by_node(node) is not None:
+        now = round(now + 0.25, 2)
+        t.tick(now)
+    return now
+
+
+def test_a_peer_dropped_for_silence_is_met_again_at_its_first_sign_of_life() -> None:
+    """A node thawed after SIGSTOP still holds us alive and pings us, but says no hello; its mDNS
+    record never changed. Before, nothing brought it back into our table."""
+    t = table()
+    meet(t, A, EA, 0)
+    dropped = silence(t, A, EA, 0)
+    assert dropped <= 4.25 and t.alive() == []
+    assert t.on_traffic(A, dropped + 0.1) == [Connect(EA, KEYS[A])]  # its ping: meet it again
+    assert t.on_traffic(A, dropped + 0.2) == []  # once
+    assert t.by_endpoint[EA].name == "n"  # named as before while it is tried
+    t.on_hello(EA, node=A, name="a", incarnation=INC1, files=3, version=1, now=dropped + 0.3)
+    [m] = t.alive()
+    assert m.learned == {Source.MDNS: "eth0"} and EA not in t.lost
+    assert t.on_traffic(B, 5) == []  # a node we never knew: nothing to go on
+
+
+def test_a_lost_peer_that_mdns_still_lists_is_tried_again_ever_more_slowly() -> None:
+    """A pulled cable: both sides drop each other, neither sends again, and mDNS says nothing
+    new when the cable is back. So the lost peer is tried again, 1 s after the loss at first,
+    then a tenth of the time it has been gone, at most every 30 s."""
+    t = table()
+    meet(t, A, EA, 0)
+    lost = silence(t, A, EA, 0)
+    tries = []
+    now = lost
+    while now < lost + 600:
+        now = round(now + 0.25, 2)
+        if Connect(EA, KEYS[A]) in t.tick(now):
+            tries.append(now)
+            t.on_unreachable(EA, "no answer", now + 3.0, retry=True)  # 3 s later: nothing
+    gaps = [round(b - a - 3.0, 2) for a, b in zip(tries, tries[1:], strict=False)]
+    assert tries[0] == lost + 1.0
+    assert all(1.0 <= g <= 30.25 for g in gaps) and gaps == sorted(gaps)
+    assert gaps[-1] >= 29.75 and 30 <= len(tries) <= 45  # bounded: a dead peer costs little
+    # It comes back: the next try finds it, with what we knew of it.
+    while Connect(EA, KEYS[A]) not in t.tick(now := round(now + 0.25, 2)):
+        pass
+    t.on_hello(EA, node=A, name="a", incarnation=INC1, files=3, version=1, now=now + 0.01)
+    assert [m.learned for m in t.alive()] == [{Source.MDNS: "eth0"}]
+    assert t.tick(now + 100) in ([], [Ping(EA)]) and len(t.parked) == 0
+
+
+def test_an_mdns_goodbye_or_a_bye_ends_the_tries() -> None:
+    t = table()
+    meet(t, A, EA, 0)
+    meet(t, B, EB, 0)
+    silence(t, A, EA, 0)  # both lost (B as well: the same silence)
+    assert len(t.parked) == 2
+    t.on_mdns_removed(A, 5)
+    t.on_bye(B, 5)
+    assert all(not isinstance(a, Connect) for now in range(6, 100) for a in t.tick(now))
+    assert t.on_traffic(A, 100) == [] and t.on_traffic(B, 100) == []
+
+
+def test_a_lost_peer_known_only_from_gossip_comes_back_by_its_traffic_not_by_tries() -> None:
+    t = table()
+    disc(t, A, EA, Source.GOSSIP, "via b", 0)
+    t.on_hello(EA, node=A, name="a", incarnation=INC1, files=0, version=2, now=0.01)
+    silence(t, A, EA, 0)
+    assert all(not isinstance(a, Connect) for now in range(5, 100) for a in t.tick(now))
+    assert t.on_traffic(A, 100) == [Connect(EA, KEYS[A])]
+
+
+def test_a_restarted_node_met_again_where_it_was_is_followed_to_its_new_run() -> None:
+    """Killed and started again on a new port: its first hello reaches us before its new mDNS
+    record. Met again at its old endpoint, the row keeps the old run's incarnation, so the
+    hello of the new run is a restart, not a second node."""
+    t = table()
+    meet(t, A, EA, 0, inc=INC1)
+    lost = silence(t, A, EA, 0)
+    assert t.on_traffic(A, lost + 1) == [Connect(EA, KEYS[A])]  # the hello's header frame
+    out = disc(t, A, EA2, Source.INBOUND, "", lost + 1, incarnation=INC2)
+    assert out == [Disconnect(EA, "restarted"), Connect(EA2, KEYS[A])]
+    assert list(t.by_endpoint) == [EA2]
+
+
+def test_a_peer_met_again_elsewhere_is_no_longer_parked_and_parking_is_bounded() -> None:
+    t = table()
+    meet(t, A, EA, 0)
+    silence(t, A, EA, 0)
+    disc(t, A, EA2, Source.MDNS, "eth0", 6)  # announced at a new endpoint
+    assert len(t.parked) == 0
+    small = Membership(ME, max_members=3)
+    for i in range(6):
+        node, ep = nid(0x10 + i), Endpoint("10.0.2.1", 100 + i)
+        disc(small, node, ep, Source.MDNS, "eth0", 0)
+        small.on_unreachable(ep, "refused", 0.1)
+        assert len(small.by_endpoint) == 0
+    assert len(small.parked) == 3
+
+
+def test_a_lost_peer_that_takes_connections_but_does_not_answer_waits_for_its_sign_of_life() -> (
+    None
+):
+    """A stopped process: its host's kernel takes our connections into the accept queue, and
+    each try would wait there (filling it, so the first try after it wakes lost its SYN and
+    waited a second). It is not tried again unasked; its first message brings it back."""
+    t = table()
+    meet(t, A, EA, 0)
+    lost = silence(t, A, EA, 0)
+    assert t.tick(lost + 1.0) == [Connect(EA, KEYS[A])]  # one try (it may be a cut cable)
+    t.on_unreachable(EA, "no answer to hello, though it accepts connections", lost + 4.0)
+    assert all(not isinstance(a, Connect) for now in range(10, 100) for a in t.tick(now))
+    assert t.on_traffic(A, 100) == [Connect(EA, KEYS[A])]

@@ -41,6 +41,7 @@ class Member:
     answered: float = 0.0  # last hello-ok or pong: when `files` and `rtt` were last refreshed
     missed: int = 0
     hello_sent: float | None = None
+    lost_since: float | None = None  # met again after a loss at this time, not answering yet
 
     @property
     def key(self) -> bytes | Endpoint:

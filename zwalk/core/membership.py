@@ -5,7 +5,8 @@
 # message we receive. Time is passed in. Peers that could not be reached, or stopped answering,
 # are remembered for a while with the reason, so that commands can say why a peer is missing.
 # mDNS keeps a crashed peer's records for a long time, so liveness is our own: a peer quiet for
-# `ping_after` seconds is pinged, and one that misses `max_missed` pings in a row is dropped.
+# `ping_after` seconds is pinged, and one that misses `max_missed` pings in a row is dropped, and
+# parked (core/parking.py) to be met again when it shows a sign of life or answers a later try.
 from __future__ import annotations
 
 from collections import OrderedDict
@@ -23,6 +24,7 @@ from zwalk.core.member import Member as Member
 from zwalk.core.member import Ping as Ping
 from zwalk.core.member import Source as Source
 from zwalk.core.member import State as State
+from zwalk.core.parking import Parked, Parking
 
 MAX_LOST = 64  # peers remembered as unreachable or lost
 
@@ -53,6 +55,7 @@ class Membership:
         self._failed: dict[Endpoint, float] = {}  # endpoint -> when it last failed (no retry storm)
         self._self_endpoints: set[Endpoint] = set()
         self.lost: OrderedDict[Endpoint, Lost] = OrderedDict()  # the latest last
+        self.parked = Parking(max_members)  # dropped for silence: met again when they are back
 
     # --- queries ----------------------------------------------------------------------------
     def alive(self) -> list[Member]:
@@ -184,6 +187,8 @@ class Membership:
             m = Member(endpoint=ep, node=node, pubkey=key, first_seen=now, hello_sent=now)
             m.learned[how] = detail
             self.by_endpoint[ep] = m
+            if node is not None:
+                self.parked.take(node)
             return [Connect(ep, key)]
         m.learned.setdefault(how, detail)
         if m.node is None and node is not None and (m.pubkey is None or matches(node, m.pubkey)):
@@ -192,6 +197,7 @@ class Membership:
 
     def on_mdns_removed(self, node: bytes, now: float) -> list[Action]:
         """An mDNS goodbye. A static peer stays: mDNS was only one way we knew it."""
+        self.parked.take(node)  # gone for good: no more tries
         m = self.by_node(node)
         if m is None:
             return []
@@ -234,19 +240,24 @@ class Membership:
         m.node, m.name, m.files, m.version = node, name, files, version
         m.incarnation = incarnation
         m.state = State.ALIVE
-        m.hello_sent = None
+        m.hello_sent = m.lost_since = None
         m.missed = 0
         m.last_seen = m.answered = now
         self._failed.pop(endpoint, None)
         self.lost.pop(endpoint, None)
         return out
 
-    def on_traffic(self, node: bytes, now: float) -> None:
-        """Anything at all from a peer counts as a sign of life."""
+    def on_traffic(self, node: bytes, now: float) -> list[Action]:
+        """Anything at all from a peer counts as a sign of life; from a parked one (a node
+        that woke up and still holds us alive), it is met again at once."""
         m = self.by_node(node)
-        if m is not None and m.state is State.ALIVE:
+        if m is None:
+            parked = self.parked.take(node)
+            return self._revive(node, parked, now) if parked is not None else []
+        if m.state is State.ALIVE:
             m.last_seen = now
             m.missed = 0
+        return []
 
     def on_reply(self, endpoint: Endpoint, now: float) -> None:
         """A reply arrived on our link to this endpoint."""
@@ -275,13 +286,20 @@ class Membership:
             m.files = files
 
     def on_bye(self, node: bytes, now: float) -> list[Action]:
+        self.parked.take(node)
         m = self.by_node(node)
         return self._drop(m, "left", now) if m is not None else []
 
-    def on_unreachable(self, endpoint: Endpoint, why: str, now: float) -> list[Action]:
-        """The hello failed, or a send found the peer's queue full."""
+    def on_unreachable(
+        self, endpoint: Endpoint, why: str, now: float, *, retry: bool = False
+    ) -> list[Action]:
+        """The hello failed, or a send found the peer's queue full. `retry`: nothing there
+        took our connection (refused, or no answer at all: a cable out, a process gone), so
+        trying again later may find it back. A port that takes connections but a node that
+        does not answer (a stopped process) is not tried again unasked: each try would wait in
+        its accept queue, and it will show a sign of life when it wakes."""
         m = self.by_endpoint.get(endpoint)
-        return self._drop(m, why, now, failed=True) if m is not None else []
+        return self._lose(m, why, now, retry) if m is not None else []
 
     # --- the clock --------------------------------------------------------------------------
     def tick(self, now: float) -> list[Action]:
@@ -290,19 +308,23 @@ class Membership:
             if m.state is State.CONNECTING:
                 if m.hello_sent is not None and now - m.hello_sent >= self.hello_timeout:
                     why = f"no answer to hello within {self.hello_timeout:g} s"
-                    out += self._drop(m, why, now, failed=True)
+                    out += self._lose(m, why, now)
                 continue
             if m.ping_sent is not None and now - m.ping_sent >= self.ping_timeout:
                 m.missed += 1
                 m.ping_sent = None
                 if m.missed >= self.max_missed:
-                    out += self._drop(m, f"stopped answering ({m.missed} pings missed)", now, True)
+                    out += self._lose(m, f"stopped answering ({m.missed} pings missed)", now)
                     continue
             # Ping the quiet, and now and then the busy too: a pong refreshes files and RTT.
             stale = now - m.answered >= self.refresh_after
             if m.ping_sent is None and (now - m.last_seen >= self.ping_after or stale):
                 m.ping_sent = now
                 out.append(Ping(m.endpoint))
+        # Peers mDNS still lists, lost a while ago: try again (the pause grows, parking.py).
+        for node, parked in self.parked.due(now):
+            if self.by_node(node) is None:
+                out += self._revive(node, parked, now)
         # Forget old failures (the table of them must not grow without end).
         if len(self._failed) > 4 * self.max_members:
             horizon = now - 10 * self.retry_after
@@ -316,6 +338,8 @@ class Membership:
     def next_wakeup(self, now: float) -> float:
         """When `tick` next has something to do (at the latest, ping_after from now)."""
         times = [now + self.ping_after]
+        if (retry := self.parked.next_due()) is not None:
+            times.append(retry)
         for m in self.by_endpoint.values():
             if m.state is State.CONNECTING and m.hello_sent is not None:
                 times.append(m.hello_sent + self.hello_timeout)
@@ -332,6 +356,29 @@ class Membership:
         if failed:
             self._remember(Lost(m.endpoint, m.node, m.name, dict(m.learned), reason, now))
         return [Disconnect(m.endpoint, reason)]
+
+    def _lose(self, m: Member, reason: str, now: float, retry: bool = True) -> list[Action]:
+        """Dropped for silence or an unanswered hello: parked, if we know whom to expect, and
+        tried again unasked while mDNS lists it if `retry`."""
+        if m.node is not None and m.pubkey is not None:
+            again = retry and Source.MDNS in m.learned
+            self.parked.park(
+                m.node, m.endpoint, m.pubkey, name=m.name, incarnation=m.incarnation,
+                learned=m.learned, retry=again, now=now, since=m.lost_since,
+            )  # fmt: skip
+        return self._drop(m, reason, now, failed=True)
+
+    def _revive(self, node: bytes, parked: Parked, now: float) -> list[Action]:
+        """Meet a parked peer again where it was, knowing what we knew (its run, too: a hello
+        from another run is a restart)."""
+        how, detail = next(iter(parked.learned.items()), (Source.INBOUND, ""))
+        out = self._learn(parked.endpoint, how, detail, now, node=node, key=parked.key)
+        m = self.by_endpoint.get(parked.endpoint)
+        if out and m is not None:
+            m.learned.update(parked.learned)
+            m.name, m.incarnation = parked.name, parked.incarnation
+            m.lost_since = parked.since  # if it fails again, the next pause is longer
+        return out
 
     def _remember(self, lost: Lost) -> None:
         self.lost[lost.endpoint] = lost

@@ -115,7 +115,8 @@ class PeerTable(TableWaits):
         self.apply(self.membership.on_bye(node, self.now()))
 
     def on_traffic(self, node: bytes) -> None:
-        self.membership.on_traffic(node, self.now())
+        """A message from a peer that proved its key (a lost one is met again at once)."""
+        self.apply(self.membership.on_traffic(node, self.now()))
 
     def reachable(self, ep: Endpoint) -> bool:
         """Whether we may connect to an endpoint a peer told us about. With interfaces chosen,
@@ -208,15 +209,17 @@ class PeerTable(TableWaits):
         except (TimeoutError, PeerError) as e:
             if self.links.get(ep) is not link:
                 return  # this link was replaced meanwhile: its fate is not the new member's
-            why = str(e)
+            why, retry = str(e), False
             if isinstance(e, TimeoutError):
-                why = await diagnose(ep) or (
+                diagnosis = await diagnose(ep)
+                retry = diagnosis is not None  # refused or no answer: it may come back
+                why = diagnosis or (
                     f"no answer to hello within {self.cfg.reply_timeout:g} s, though it "
-                    "accepts connections (not a zwalk node, one of another version, or one "
-                    "with another key than the one we expect?)"
+                    "accepts connections (not a zwalk node, one of another version, one "
+                    "with another key than the one we expect, or a stopped one?)"
                 )
             if self.links.get(ep) is link:
-                self.apply(self.membership.on_unreachable(ep, why, self.now()))
+                self.apply(self.membership.on_unreachable(ep, why, self.now(), retry=retry))
             return
         if self.links.get(ep) is not link:
             return
