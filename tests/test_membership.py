@@ -361,6 +361,23 @@ def test_a_peer_met_again_elsewhere_is_no_longer_parked_and_parking_is_bounded()
     assert len(small.parked) == 3
 
 
+def test_a_node_that_was_stopped_pings_every_peer_at_once_and_counts_no_misses() -> None:
+    """SIGSTOP for 30 s: on waking, the node may first read the pongs its peers sent before it
+    stopped, and then waited a second to ping anyone, while every peer had dropped it and was
+    waiting for a sign of life. Now a tick after a gap longer than the liveness bound pings
+    every peer at once, and counts no miss for what it could not hear."""
+    t = table()
+    meet(t, A, EA, 0)
+    meet(t, B, EB, 0)
+    assert t.liveness_bound == 4.0
+    assert t.tick(1.01) == [Ping(EA), Ping(EB)]
+    t.on_pong(EA, 1.02)  # B's pong is in our socket, unread, when we are stopped
+    t.on_pong(EA, 31.0)  # awake: A's next pong is read first, so A looks fresh
+    assert t.tick(31.0) == [Ping(EA), Ping(EB)]
+    assert [m.missed for m in t.alive()] == [0, 0]
+    assert t.tick(31.5) == []  # a normal gap: nothing special
+
+
 def test_a_lost_peer_that_takes_connections_but_does_not_answer_waits_for_its_sign_of_life() -> (
     None
 ):

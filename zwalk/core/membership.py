@@ -56,8 +56,14 @@ class Membership:
         self._self_endpoints: set[Endpoint] = set()
         self.lost: OrderedDict[Endpoint, Lost] = OrderedDict()  # the latest last
         self.parked = Parking(max_members)  # dropped for silence: met again when they are back
+        self._ticked: float | None = None  # the last tick: a long gap means we were stopped
 
     # --- queries ----------------------------------------------------------------------------
+    @property
+    def liveness_bound(self) -> float:
+        """How long a silent peer is kept: its last message, then pings until enough missed."""
+        return self.ping_after + self.max_missed * self.ping_timeout
+
     def alive(self) -> list[Member]:
         return [m for m in self.by_endpoint.values() if m.state is State.ALIVE]
 
@@ -304,12 +310,19 @@ class Membership:
     # --- the clock --------------------------------------------------------------------------
     def tick(self, now: float) -> list[Action]:
         out: list[Action] = []
+        # Not ticked for longer than a silent peer is kept: we were stopped (SIGSTOP, a starved
+        # process), and our peers have dropped us. What we did not hear meanwhile is not their
+        # fault, and each must hear from us now to take us back (parking.py), not in a second.
+        slept = self._ticked is not None and now - self._ticked > self.liveness_bound
+        self._ticked = now
         for m in list(self.by_endpoint.values()):
             if m.state is State.CONNECTING:
                 if m.hello_sent is not None and now - m.hello_sent >= self.hello_timeout:
                     why = f"no answer to hello within {self.hello_timeout:g} s"
                     out += self._lose(m, why, now)
                 continue
+            if slept:
+                m.ping_sent, m.missed = None, 0
             if m.ping_sent is not None and now - m.ping_sent >= self.ping_timeout:
                 m.missed += 1
                 m.ping_sent = None
@@ -318,7 +331,7 @@ class Membership:
                     continue
             # Ping the quiet, and now and then the busy too: a pong refreshes files and RTT.
             stale = now - m.answered >= self.refresh_after
-            if m.ping_sent is None and (now - m.last_seen >= self.ping_after or stale):
+            if m.ping_sent is None and (slept or now - m.last_seen >= self.ping_after or stale):
                 m.ping_sent = now
                 out.append(Ping(m.endpoint))
         # Peers mDNS still lists, lost a while ago: try again (the pause grows, parking.py).
