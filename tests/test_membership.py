@@ -361,6 +361,24 @@ def test_a_peer_met_again_elsewhere_is_no_longer_parked_and_parking_is_bounded()
     assert len(small.parked) == 3
 
 
+def test_a_peer_whose_connection_closed_is_dropped_at_once_if_nothing_listens_there() -> None:
+    """A killed process closes its sockets: our link's connection drops, and a test connection
+    is refused. Before, its row stayed alive until three pings were missed (4 s), and walks and
+    downloads were handed to it meanwhile."""
+    t = table()
+    meet(t, A, EA, 0)
+    meet(t, B, EB, 0)
+    out = t.on_connection_lost(EA, False, 0.5)
+    assert out == [Disconnect(EA, "its connection closed and nothing listens there now")]
+    assert t.lost[EA].reason.startswith("its connection closed") and len(t.parked) == 1
+    # Something still listens (a restart on the same port), or we cannot tell: a ping, now.
+    assert t.on_connection_lost(EB, True, 0.5) == [Ping(EB)]
+    assert t.on_connection_lost(EB, None, 0.6) == []  # one ping at a time
+    t.on_pong(EB, 0.7)
+    assert t.on_connection_lost(EB, None, 0.8) == [Ping(EB)]
+    assert t.on_connection_lost(EA, False, 0.9) == []  # no row: nothing to do
+
+
 def test_a_node_that_was_stopped_pings_every_peer_at_once_and_counts_no_misses() -> None:
     """SIGSTOP for 30 s: on waking, the node may first read the pongs its peers sent before it
     stopped, and then waited a second to ping anyone, while every peer had dropped it and was

@@ -296,6 +296,23 @@ class Membership:
         m = self.by_node(node)
         return self._drop(m, "left", now) if m is not None else []
 
+    def on_connection_lost(
+        self, endpoint: Endpoint, listening: bool | None, now: float
+    ) -> list[Action]:
+        """Our connection to a live peer closed, and a test connection found that something
+        (True), nothing (False) or we cannot tell what (None) listens there now. Nothing: the
+        process is gone (a crash closes its sockets), dropped now rather than after the missed
+        pings. Otherwise it is pinged at once."""
+        m = self.by_endpoint.get(endpoint)
+        if m is None or m.state is not State.ALIVE:
+            return []
+        if listening is False:
+            return self._lose(m, "its connection closed and nothing listens there now", now)
+        if m.ping_sent is not None:
+            return []
+        m.ping_sent = now
+        return [Ping(endpoint)]
+
     def on_unreachable(
         self, endpoint: Endpoint, why: str, now: float, *, retry: bool = False
     ) -> list[Action]:

@@ -41,6 +41,22 @@ async def diagnose(ep: Endpoint, timeout: float = DIAGNOSE_TIMEOUT) -> str | Non
     return None
 
 
+async def listens(ep: Endpoint, timeout: float = DIAGNOSE_TIMEOUT) -> bool | None:
+    """Whether anything accepts TCP connections at `ep`: False if refused (nothing listens on
+    that port), None if we cannot tell (no answer, no route). Sends nothing."""
+    try:
+        async with asyncio.timeout(timeout):
+            _, writer = await asyncio.open_connection(ep.host, ep.port)
+    except ConnectionRefusedError:
+        return False
+    except (TimeoutError, OSError):
+        return None
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return True
+
+
 def describe_lost(lost: Lost) -> str:
     """'h1 (0fdcb51f506b) at 10.0.0.5:47474, seen on mDNS: connection refused: ...'."""
     who = f"{lost.name} ({lost.node.hex()[:12]}) at " if lost.node else ""

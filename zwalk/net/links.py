@@ -7,9 +7,15 @@
 #
 # Every connection is a CurveZMQ client: it proves our key, and it talks only to the server that
 # proves the key we expect (a node whose id is that key's hash). Nothing else gets a byte.
+#
+# The first connection is watched (a ZeroMQ socket monitor): when its TCP connection closes, the
+# owner hears of it at once. A peer process that dies closes its sockets, and that is the first
+# sign of it; pings would take seconds to tell.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import logging
 import os
 from collections.abc import Callable
@@ -19,6 +25,7 @@ from typing import Any
 import zmq
 import zmq.asyncio
 from zmq.utils import z85
+from zmq.utils.monitor import parse_monitor_message
 
 from zwalk.core import protocol as p
 from zwalk.core.addresses import Endpoint
@@ -29,6 +36,7 @@ log = logging.getLogger(__name__)
 
 HWM = 256  # messages queued per socket before a send fails (and the peer counts as gone)
 HANDSHAKE_MS = 5000  # a connection that has not finished its CurveZMQ handshake by then is closed
+_monitors = itertools.count(1)  # inproc names of socket monitors, one per link
 
 
 class PeerError(Exception):
@@ -77,6 +85,7 @@ class PeerLink:
         server_key: bytes,
         req_ids: Callable[[], int],
         on_reply: Callable[[Endpoint], None] | None = None,
+        on_closed: Callable[[Endpoint], None] | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.info: PeerInfo | None = None
@@ -87,6 +96,11 @@ class PeerLink:
         self._identity = identity
         self._ctx = ctx
         self.sock = self._connect()
+        self._on_closed = on_closed
+        self._monitor: zmq.asyncio.Socket | None = None
+        if on_closed is not None:
+            addr = f"inproc://zwalk-link-{next(_monitors)}"
+            self._monitor = self.sock.get_monitor_socket(zmq.EVENT_DISCONNECTED, addr)
         self._bulk: zmq.asyncio.Socket | None = None  # chunk requests, once there is one
         self._bulk_opened = asyncio.Event()
         self._pending: dict[int, asyncio.Future[p.Message]] = {}
@@ -163,6 +177,8 @@ class PeerLink:
         """Take replies from both connections (the bulk one once it is opened)."""
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self._receive(self.sock))
+            if self._monitor is not None:
+                tg.create_task(self._watch(self._monitor))
             await self._bulk_opened.wait()
             if self._bulk is not None and not self.closed:
                 tg.create_task(self._receive(self._bulk))
@@ -194,6 +210,16 @@ class PeerLink:
                 continue
             fut.set_result(msg)
 
+    async def _watch(self, monitor: zmq.asyncio.Socket) -> None:
+        """Tell the owner each time the connection drops (ZeroMQ then connects again)."""
+        while not self.closed:
+            try:
+                event = parse_monitor_message(await monitor.recv_multipart())
+            except zmq.ZMQError:
+                return  # closed with the link
+            if event["event"] == zmq.EVENT_DISCONNECTED and not self.closed and self._on_closed:
+                self._on_closed(self.endpoint)
+
     async def hello(self, hello: p.Hello, timeout: float) -> p.HelloOk:
         started = asyncio.get_running_loop().time()
         reply = await self.request(hello, timeout)
@@ -212,6 +238,10 @@ class PeerLink:
         for fut in self._pending.values():
             if not fut.done():
                 fut.set_exception(PeerGone("link closed"))
+        if self._monitor is not None:
+            with contextlib.suppress(zmq.ZMQError):
+                self.sock.disable_monitor()
+            self._monitor.close(linger=0)
         self.sock.close(linger=linger_ms)
         if self._bulk is not None:
             self._bulk.close(linger=0)  # nothing on it is worth waiting for

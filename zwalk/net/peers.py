@@ -25,7 +25,7 @@ from zwalk.core import protocol as p
 from zwalk.core.addresses import Endpoint, gossipable, within
 from zwalk.core.keys import matches
 from zwalk.core.membership import Action, Connect, Disconnect, Membership, Ping, Source, State
-from zwalk.net.diagnosis import diagnose, hello_wait
+from zwalk.net.diagnosis import diagnose, hello_wait, listens
 from zwalk.net.gate import Gate
 from zwalk.net.links import PeerError, PeerLink
 from zwalk.net.local import Local
@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 
 BYE_LINGER_MS = 200  # how long a closing link may take to deliver our bye
 MAX_UNVERIFIED_PER_HOST = 2  # endpoints of one host met from walk origins, not yet answering
+CLOSED_PROBES = (0.0, 0.1, 0.4)  # pauses (s) before each test connection to a closed link's peer
 
 Spawn = Callable[[Coroutine[Any, Any, None]], "asyncio.Task[None] | None"]
 
@@ -66,6 +67,7 @@ class PeerTable(TableWaits):
         )
         self._req_ids = itertools.count(1)
         self._link_tasks: dict[Endpoint, asyncio.Task[None]] = {}
+        self._probing: set[Endpoint] = set()  # links whose connection closed, being looked at
         self._allowed_nets: list[ipaddress.IPv4Network] | None = None
         self._wake = asyncio.Event()
 
@@ -195,12 +197,33 @@ class PeerTable(TableWaits):
                 server_key=key,
                 req_ids=lambda: next(self._req_ids),
                 on_reply=lambda e: self.membership.on_reply(e, self.now()),
+                on_closed=self._closed,
             )
             self.links[ep] = link
             task = self.spawn(link.receive_loop())
             if task is not None:
                 self._link_tasks[ep] = task
         return link
+
+    def _closed(self, ep: Endpoint) -> None:
+        """The connection of a live peer's link closed: find out whether anything still
+        listens there (a peer that died does not), and let membership decide."""
+        if self.alive(ep) and ep not in self._probing:
+            self._probing.add(ep)
+            self.spawn(self._probe_closed(ep))
+
+    async def _probe_closed(self, ep: Endpoint) -> None:
+        listening: bool | None = None
+        try:
+            # A killed process's connections may close a moment before its listening socket
+            # does: a first test connection can still be accepted. Look again, briefly.
+            for pause in CLOSED_PROBES:
+                await asyncio.sleep(pause)
+                if (listening := await listens(ep)) is not True:
+                    break
+        finally:
+            self._probing.discard(ep)
+        self.apply(self.membership.on_connection_lost(ep, listening, self.now()))
 
     async def _greet(self, link: PeerLink) -> None:
         ep = link.endpoint
