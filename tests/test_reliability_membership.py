@@ -2,6 +2,7 @@
 # to come) found, each on its own.
 from __future__ import annotations
 
+import asyncio
 import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -10,6 +11,11 @@ import pytest
 from labnodes import LabNode, short_tmp, wait_until
 from netlab import Lab
 
+from zwalk.core import protocol as p
+from zwalk.core.search_options import SEARCH_DEFAULTS as D
+from zwalk.net import control
+from zwalk.store import state
+
 MakeLab = Callable[[int], Lab]
 
 
@@ -17,6 +23,40 @@ MakeLab = Callable[[int], Lab]
 @pytest.fixture
 def base() -> Iterator[Path]:
     yield from short_tmp()
+
+
+@pytest.mark.timeout(90)
+def test_a_find_through_a_node_started_a_moment_ago_finds_what_its_peers_share(
+    lab: MakeLab, base: Path
+) -> None:
+    """Seen in churn: a find that reached a node just restarted walked from its still empty
+    table and answered "not found" at once (0 peers known). A young node now lets discovery
+    settle first (PeerTable.ready)."""
+    net = lab(3)
+    holders = [LabNode(net, i, base, files={"wanted.txt": b"w"}).start() for i in (1, 2)]
+    for h in holders:
+        wait_until(lambda h=h: len(h.alive_peers()) == 1, timeout=15)
+    node = LabNode(net, 0, base)
+    node.start(wait=False)
+    assert node.proc is not None
+
+    def listening() -> state.LocalNode | None:
+        local = state.read_state(node.data)
+        return local if local is not None and local.pid == node.proc.pid else None  # type: ignore[union-attr]
+
+    wait_until(listening, timeout=20, step=0.002)  # node.json: bound, discovery just begun
+    local = listening()
+    assert local is not None
+    find = p.Find(
+        req=1, token=local.token, kind=p.QueryKind.NAME, pattern="wanted.txt", icase=False,
+        strategy=D.strategy, walkers=D.walkers, initial=D.initial, ttl=D.ttl,
+        check_every=D.check_every, timeout_ms=5000, want=p.MAX_HITS, linger_ms=1000,
+    )  # fmt: skip
+    reply = asyncio.run(control.request(local, find, 15))
+    assert isinstance(reply, p.FindOk), reply
+    assert reply.known == 2, reply
+    assert [f.name for f in reply.found] == ["wanted.txt"], reply
+    assert len(reply.found[0].holders) == 2, reply
 
 
 @pytest.mark.timeout(90)

@@ -102,6 +102,7 @@ async def local_hits(shares: Shares, query: Query) -> list[p.LocalHit]:
 async def run_find(walks: WalkService, query: Query, opts: SearchOptions) -> FindResult:
     """Search the node's live peers with the chosen strategy."""
     peers = walks.peers
+    await peers.ready()  # a node started a moment ago meets its peers first
     started = time.monotonic()
     known = len(peers.neighbours())
     result = FindResult(opts.strategy, known=known, local=await local_hits(walks.shares, query))

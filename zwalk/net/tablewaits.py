@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable, Iterable
 
 from zwalk.core.addresses import Endpoint
@@ -21,6 +22,8 @@ class TableWaits:
         # Set at the next change of the table, then replaced by a fresh one: every waiter
         # wakes, and none can clear the signal under another.
         self._changed = asyncio.Event()
+        self._started = time.monotonic()
+        self._settled = False  # a settle() ran to its end: discovery has had its time
 
     def _changed_now(self) -> None:
         self._changed.set()
@@ -67,6 +70,7 @@ class TableWaits:
             members = self.membership.by_endpoint.values()
             answered = bool(members) and all(m.state is State.ALIVE for m in members)
             if answered and now - last_change >= quiet:
+                self._settled = True
                 return
             until = min(deadline, last_change + quiet) if answered else deadline
             if await self.next_change(until - now):
@@ -79,3 +83,12 @@ class TableWaits:
             lambda: all(m.state is State.ALIVE for m in self.membership.by_endpoint.values()),
             hello_wait(self.cfg),
         )
+
+    async def ready(self) -> None:
+        """Before a search: a node in its first moments has not met its peers yet (mDNS
+        answers take a moment, then each hello), and a walk from an empty or half-filled table
+        ends at once with nothing found. So a young node lets discovery settle first, for at
+        most `discovery_wait` from its start; later this returns at once."""
+        left = self._started + self.cfg.discovery_wait - time.monotonic()
+        if not self._settled and left > 0:
+            await self.settle(left)
