@@ -1,13 +1,17 @@
-# Membership under faults, on the lab: what the reliability scenarios (tools/fault_membership.py,
-# to come) found, each on its own.
+# Membership under faults, on the lab (tools/fault_membership.py): nodes restarting while finds
+# run, a frozen node, a cut link, a start storm. The quick scale runs in the default suite; the
+# full scale (the published figures, docs/RELIABILITY.md) with `pytest -m slow`.
 from __future__ import annotations
 
 import asyncio
 import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from fault_membership import BOUND, SCENARIOS, SLACK
+from faultlab import Scale
 from labnodes import LabNode, short_tmp, wait_until
 from netlab import Lab
 
@@ -17,6 +21,104 @@ from zwalk.net import control
 from zwalk.store import state
 
 MakeLab = Callable[[int], Lab]
+
+
+def run(name: str, scale: str) -> dict[str, Any]:
+    figures = SCENARIOS[name](Scale(scale))
+    print(name, scale, figures)  # the figures, in the test's output (pytest -rA or -s)
+    return figures
+
+
+def assert_back(f: dict[str, Any], within: float) -> None:
+    """Dropped by every peer within the liveness bound, back in every table within `within`
+    seconds (the node itself too: it heard from every peer since), never listed twice."""
+    assert f["met_all_s"] is not None, f
+    assert None not in f["dropped_s"].values(), f["dropped_s"]
+    assert f["dropped_worst_s"] <= BOUND + SLACK, f["dropped_s"]
+    assert None not in f["back_s"].values(), f["back_s"]
+    assert f["back_worst_s"] <= within, f["back_s"]
+    assert f["duplicates"] == [], f["duplicates"]
+
+
+def check_churn(f: dict[str, Any]) -> None:
+    assert f["bytes_differ"] == 0, f["failed"]
+    assert f["success_pct"] >= 99.0, (f["failures"], f["failed"])
+    assert sum(f["restarts"].values()) >= f["churning_hosts"], f["restarts"]  # it did churn
+    assert f["from_churning_hosts"] > 0
+    assert f["ok"], f
+
+
+def check_frozen(f: dict[str, Any]) -> None:
+    """Before parking (core/parking.py), a thawed node's peers never took it back: it still held
+    them alive and sent no hello, and its mDNS record had not changed."""
+    assert_back(f, 2.0)
+    assert f["ok"], f
+
+
+def check_cut(f: dict[str, Any]) -> None:
+    """Before parking, neither side tried the other again after the mend; they met again only
+    if TCP happened to deliver a message queued before the cut."""
+    assert_back(f, f["back_target_s"])
+    for find in f["finds_during_cut"]:
+        assert find["seconds"] is not None and find["seconds"] <= f["find_limit_s"], find
+        assert find["exit"] == 1 and find["status"] == "not-found", find
+    assert f["ok"], f
+
+
+def check_storm(f: dict[str, Any]) -> None:
+    assert f["duplicates"] == [], f["duplicates"]
+    assert f["all_see_all_after_last_start_s"] is not None, f
+    assert f["all_see_all_after_last_start_s"] <= f["target_s"], f
+    assert f["ok"], f
+
+
+def test_every_scenario_has_its_tests() -> None:
+    assert {"churn", "frozen", "cut", "storm"} == SCENARIOS.keys()
+
+
+# `lab`: each test is skipped, with the reason, where no lab can be made.
+@pytest.mark.timeout(150)
+def test_churn_quick(lab: MakeLab) -> None:
+    check_churn(run("churn", "quick"))
+
+
+@pytest.mark.timeout(90)
+def test_frozen_quick(lab: MakeLab) -> None:
+    check_frozen(run("frozen", "quick"))
+
+
+@pytest.mark.timeout(90)
+def test_cut_quick(lab: MakeLab) -> None:
+    check_cut(run("cut", "quick"))
+
+
+@pytest.mark.timeout(90)
+def test_storm_quick(lab: MakeLab) -> None:
+    check_storm(run("storm", "quick"))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_churn_full(lab: MakeLab) -> None:
+    check_churn(run("churn", "full"))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_frozen_full(lab: MakeLab) -> None:
+    check_frozen(run("frozen", "full"))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_cut_full(lab: MakeLab) -> None:
+    check_cut(run("cut", "full"))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_storm_full(lab: MakeLab) -> None:
+    check_storm(run("storm", "full"))
 
 
 # --- what the scenarios found, each on its own -------------------------------------------------
