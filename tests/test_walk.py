@@ -94,13 +94,18 @@ def test_want_many_collects_holders_and_dedups_by_content_id() -> None:
 # --- k-walker random walk and flooding --------------------------------------------------------
 
 from zwalk.core.fields import EndReason, Strategy  # noqa: E402
-from zwalk.core.searches import (  # noqa: E402
+from zwalk.core.searches import FloodSearch, KWalkSearch  # noqa: E402
+from zwalk.core.walk import (  # noqa: E402
     BUSY_REST,
     BUSY_REST_MAX,
-    FloodSearch,
-    KWalkSearch,
+    HANDOVER_TRIES,
+    CheckBack,
+    Ended,
+    Forward,
+    Relay,
+    RelayStep,
+    Walk,
 )
-from zwalk.core.walk import HANDOVER_TRIES, CheckBack, Ended, Forward, Relay, RelayStep, Walk  # noqa: E402
 
 QID = b"q" * 16
 
@@ -354,6 +359,29 @@ def test_relay_step_retries_another_neighbour_then_ends_at_a_dead_end() -> None:
         tried.append(fwd.to)
     assert step.on_refused(tried[-1]) == [Ended(w, EndReason.DEAD_END)]
     assert len(tried) == HANDOVER_TRIES + 1
+
+
+def test_relay_step_rests_after_a_busy_answer_before_the_next_neighbour() -> None:
+    """A relay whose neighbours all answered busy ended the copy at a dead end within a few
+    milliseconds; under a storm of walks every copy through it did, and a search burned all
+    its walkers in under a second (the load scenario). After a busy answer the next try now
+    waits, 0.25 s doubling; the refused neighbour is still left out, as step 4.5 says."""
+    w: Walk[str] = Walk(QID, Strategy.KWALK, 0, 9, 1, ("s", "a"), check_every=0)
+    step = RelayStep(Relay("a"), w, random.Random(1), sender="s")
+    [fwd] = step.start(["b", "c", "d", "e", "f"], found_here=False)
+    assert step.rest == 0.0
+    rests, tried = [], [fwd.to]
+    for _ in range(HANDOVER_TRIES):
+        [fwd] = step.on_refused(tried[-1], busy=True)
+        assert isinstance(fwd, Forward) and fwd.to not in tried
+        tried.append(fwd.to)
+        rests.append(step.rest)
+    assert rests == [BUSY_REST, 2 * BUSY_REST, 4 * BUSY_REST] and 4 * BUSY_REST <= BUSY_REST_MAX
+    assert step.on_refused(tried[-1], busy=True) == [Ended(w, EndReason.DEAD_END)]
+    other = RelayStep(Relay("a"), w, random.Random(1), sender="s")
+    [fwd] = other.start(["b", "c"], found_here=False)
+    other.on_refused(fwd.to)  # gone or silent, not busy: no rest
+    assert other.rest == 0.0
 
 
 def test_relay_step_ends_where_a_hit_is_found_when_one_is_wanted() -> None:

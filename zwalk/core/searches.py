@@ -10,14 +10,9 @@ from typing import TypeVar
 from zwalk.core import protocol as p
 from zwalk.core.fields import EndReason, Strategy
 from zwalk.core.outcome import Found, Hop, WalkOutcome
-from zwalk.core.walk import Forward, Walk
+from zwalk.core.walk import Forward, Walk, busy_rest
 
 K = TypeVar("K", bound=Hashable)  # how the shell names a peer
-
-# A first hop that answers busy is left alone this long, doubling with each refusal in one
-# search, up to BUSY_REST_MAX (as a download pauses a busy source for 0.25 s).
-BUSY_REST = 0.25
-BUSY_REST_MAX = 2.0
 
 
 class KWalkSearch(WalkOutcome[K]):
@@ -192,14 +187,15 @@ class KWalkSearch(WalkOutcome[K]):
 
     def on_busy(self, walk: Walk[K], to: K, now: float) -> list[Forward[K]]:
         """The first hop answered busy (it relays all it may). Busy passes: the node stays a
-        first hop, left alone for a rest that doubles with each refusal, and the walker (still
-        active, same number) goes to a first hop not resting, or waits for one (`due`). Only
-        the deadline, or what ends the search, ends it: a storm of walks at the one node that
-        holds a file must not make a search give up at once (it used to drop the node)."""
+        first hop, left alone for a rest that doubles with each refusal (`busy_rest`: 0.25 s
+        to 2 s), and the walker (still active, same number) goes to a first hop not resting,
+        or waits for one (`due`). Only the deadline, or what ends the search, ends it: a storm
+        of walks at the one node that holds a file must not make a search give up at once (it
+        used to drop the node)."""
         if walk.walker not in self.active:
             return []
         n = self.refused[to] = self.refused.get(to, 0) + 1
-        self._resting[to] = now + min(BUSY_REST_MAX, BUSY_REST * 2 ** (n - 1))
+        self._resting[to] = now + busy_rest(n)  # as a download pauses a busy source
         self._waiting.append(walk)
         return self.due(now)
 

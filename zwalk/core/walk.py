@@ -130,6 +130,16 @@ class Relay(Generic[K]):
 
 
 HANDOVER_TRIES = 3  # next hops one copy may try after the first before it ends at a dead end
+# After a `busy` answer the next try waits this long, doubling with each busy answer, up to
+# BUSY_REST_MAX: busy passes, and a copy that tried every neighbour of a saturated node in a
+# few milliseconds ended at a dead end while waiting a moment would have let it through.
+BUSY_REST = 0.25
+BUSY_REST_MAX = 2.0
+
+
+def busy_rest(refusals: int) -> float:
+    """How long to wait after the `refusals`-th busy answer (1, 2, ...)."""
+    return min(BUSY_REST_MAX, BUSY_REST * 2.0 ** (refusals - 1))
 
 
 class RelayStep(Generic[K]):
@@ -148,6 +158,8 @@ class RelayStep(Generic[K]):
         self.first = relay.arrive(walk)
         self.found_here = False
         self.checked = False
+        self.rest = 0.0  # seconds the shell waits before the next action (after a busy answer)
+        self._busy = 0
         self._neighbours: list[K] = []
         self._steps = 0
 
@@ -166,9 +178,12 @@ class RelayStep(Generic[K]):
         self.checked = True
         return self._next()
 
-    def on_refused(self, to: K) -> list[RelayAction[K]]:
-        """The hand-over to `to` failed (gone, busy, no answer): try another neighbour."""
+    def on_refused(self, to: K, *, busy: bool = False) -> list[RelayAction[K]]:
+        """The hand-over to `to` failed (gone, busy, no answer): try another neighbour, after
+        a rest (`rest`) if it answered busy."""
         self._neighbours = [n for n in self._neighbours if n != to]
+        self._busy += busy
+        self.rest = busy_rest(self._busy) if busy else 0.0
         return self._next()
 
     def _next(self) -> list[RelayAction[K]]:

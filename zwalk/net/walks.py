@@ -160,9 +160,12 @@ class WalkService:
                 case CheckBack(walk=walk):
                     actions = step.on_check(*await self._check(msg, walk))
                 case Forward(to=to, walk=walk):
-                    if await self._hand_over(to, to_wire(walk, msg.origin, query)):
+                    outcome = await self._offer(to, to_wire(walk, msg.origin, query))
+                    if outcome is Handover.TAKEN:
                         return
-                    actions = step.on_refused(to)
+                    actions = step.on_refused(to, busy=outcome is Handover.BUSY)
+                    if step.rest and isinstance(actions[0], Forward):
+                        await asyncio.sleep(step.rest)  # busy passes: give it a moment
 
     async def _hand_over(self, to: bytes, msg: p.Walk) -> bool:
         return await self._offer(to, msg) is Handover.TAKEN
