@@ -31,7 +31,7 @@ def check_load(f: dict[str, Any]) -> None:
     # busy limit counted handlers that had not started yet).
     assert f["burst_accepted_first_try"] >= MAX_RELAYS, f["storms"]
     # Downloads intact, and searches started while it refused walks found what they sought
-    # (a search whose first hops were busy used to give up at once).
+    # (a search whose first hop, or whose relays' next hops, answered busy gave up at once).
     n = len(f["storms"])
     assert f["downloads_intact"].startswith(f"{4 * n}/{4 * n} "), f["storms"]
     assert f["searches_found_during_storm"] == f"{6 * n}/{6 * n}", f["storms"]

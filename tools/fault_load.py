@@ -233,14 +233,15 @@ def _storm(
     for node in hosts:  # every burst fetches the files again
         for old in (node.home / "downloaded").glob("big-*"):
             old.unlink()
-    early = [_download(node) for node in hosts[:2]]
+    wait = str(hold + 30)  # a find's timeout: it may have to outlast the storm
+    early = [_download(node, wait) for node in hosts[:2]]
     wait_until(lambda: all(_fetching(node) for node in hosts[:2]), 60, 0.02)
     go(gen)
     line = readline(gen, 60)
     saturated = line == "busy"  # relaying MAX_RELAYS walks: what comes now may be refused
-    late = [_download(node) for node in hosts[2:]]
+    late = [_download(node, wait) for node in hosts[2:]]
     late += [hosts[k % 4].zwalk_bg("find", small[10 + k], "--no-download", "--json",
-                                   "--timeout", "30") for k in range(6)]  # fmt: skip
+                                   "--timeout", wait) for k in range(6)]  # fmt: skip
     figures: dict[str, Any] = json.loads(readline(gen, hold + 120) if saturated else line)
     gen.wait(timeout=30)
     docs = [result(proc, 300) for proc in early + late]
@@ -255,8 +256,8 @@ def _storm(
             **figures}  # fmt: skip
 
 
-def _download(node: LabNode) -> subprocess.Popen[str]:
-    return node.zwalk_bg("find", f"big-{node.host}.bin", "--json", "--timeout", "30")
+def _download(node: LabNode, wait: str) -> subprocess.Popen[str]:
+    return node.zwalk_bg("find", f"big-{node.host}.bin", "--json", "--timeout", wait)
 
 
 def _fetching(node: LabNode) -> bool:  # its download has begun (a .part file) or is over

@@ -41,7 +41,8 @@ from zmq.utils import z85  # noqa: E402
 from zwalk.core import protocol as p  # noqa: E402
 from zwalk.core.keys import node_id_for  # noqa: E402
 
-RETRY_AFTER = 0.3  # seconds before a walk answered busy is sent again
+RETRY_AFTER = (0.1, 0.5)  # a walk answered busy is sent again after this long: spread out,
+# so that a relay the node frees is taken at once, not by the next wave of retries
 MAX_WALKS = 200_000  # walks in one run at most, whatever --hold says
 MAX_TRIES = 300  # sends of one walk at most (90 s of busy answers: the node starves it)
 CHECK_DELAY = (0.5, 1.5)  # a walk-check is answered this late (the relay's deadline: 2 s)
@@ -326,7 +327,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 async def _later(x: Peer, walk: p.Walk, req: int) -> None:
-    await asyncio.sleep(RETRY_AFTER)
+    await asyncio.sleep(random.uniform(*RETRY_AFTER))  # noqa: S311 -- not security
     await x.request(dataclasses.replace(walk, req=req), walk.qid)
 
 
