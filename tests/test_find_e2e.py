@@ -447,3 +447,42 @@ async def test_a_peer_dropped_at_its_hello_is_not_waited_for(tmp_path: Path) -> 
             assert await b.peers.wait_until(lambda: b.peers.answered([ep_a, ep_self]), 5)
             assert b.peers.alive(ep_a) and not b.peers.alive(ep_self)
             assert ep_self not in b.peers.membership.by_endpoint
+
+
+class VanishingRouter(Router):
+    """Finds and describes its file, then fails every chunk request, as a holder that went
+    away between the search and the download does."""
+
+    async def respond(self, msg: p.Message, sender: bytes) -> p.Message:
+        if isinstance(msg, p.GetChunks):
+            return p.Error(req=msg.req, code=p.ErrorCode.INTERNAL, reason="disk gone")
+        return await super().respond(msg, sender)
+
+
+class VanishingNode(Node):
+    Router = VanishingRouter
+
+
+async def test_when_the_hits_holders_fail_a_holder_found_by_content_id_delivers(
+    tmp_path: Path,
+) -> None:
+    """A name search finds the one node that has `x.bin` under that name; it fails. Another node
+    has the same bytes under another name: the download goes on from it (found by content id),
+    where before it ended with 'every source failed'."""
+    data = os.urandom(3 * p.MIN_CHUNK_SIZE)
+    shares = {}
+    for who, name in (("gone", "x.bin"), ("other", "y.bin")):
+        shares[who] = tmp_path / f"{who}-share"
+        shares[who].mkdir()
+        (shares[who] / name).write_bytes(data)
+    gone = VanishingNode(_node_cfg(tmp_path, "gone"), identity.ephemeral(), shares=[shares["gone"]])
+    other = Node(_node_cfg(tmp_path, "other"), identity.ephemeral(), shares=[shares["other"]])
+    async with running(gone), running(other):
+        peers = ["--peer", str(gone.local.endpoints[0]), "--peer", str(other.local.endpoints[0])]
+        code, out, err = await find_async(tmp_path, "x.bin", *peers, "--out", "dl", "--json")
+    doc = json.loads(out)
+    assert code == 0, (doc["errors"], err)
+    assert [h["holders"][0]["name"] for h in doc["hits"]] == ["gone"]  # the name search's only
+    assert (tmp_path / "dl" / "x.bin").read_bytes() == data
+    [source] = doc["download"]["sources"]
+    assert source.startswith(f"other ({other.identity.node_id.hex()[:12]})")

@@ -104,7 +104,7 @@ async def fetch_one(
             state.fetching = True  # until it ends: Ctrl-C now leaves a .part to resume
             try:
                 if not links:
-                    raise DownloadError("none of its holders answers")
+                    raise DownloadError("none of its holders answers", sources=True)
                 try:
                     got = await _fetch(app, f, links, target, show_progress, more)
                 except OSError as e:  # the disk: the .part, the final name, a record
@@ -122,10 +122,52 @@ async def fetch_one(
                         await asyncio.to_thread(_forget_part, target.part(f))  # it is gone
                         f = newer
                         continue
+                if e.sources and attempt == 1:
+                    # Its holders went away (restarted, left, lost): others may have it now.
+                    others = await _other_holders(app, node, f, opts, via)
+                    if others is not None:
+                        say(f"{f.name}: its holders failed; trying {_names(others)}")
+                        f = others
+                        continue
                 return failure_report(f, e)
         state.fetching = False
         return download_report(f, got.path, got, note)
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def _other_holders(
+    app: App, node: Node, f: p.FoundFile, opts: SearchOptions, via: str
+) -> p.FoundFile | None:
+    """The hit again, with the holders a content-id search finds now that were not among its
+    first ones; None if there are none."""
+    cid_query = Query(kind=p.QueryKind.CID, pattern=p.cid_to_text(f.cid), icase=False)
+    wide = replace(opts, want=2)  # every holder: the search goes on until it covered the peers
+    try:
+        result = await ask_local(app, cid_query, wide) if via == "local-node" else None
+        if result is None:
+            result = await node.find(cid_query, wide)
+    except Exception as e:  # a retry is a bonus: the first failure stands
+        log.info("looking for other holders failed: %s", e)
+        return None
+    tried = {(h.host, h.port) for h in f.holders}
+    fresh = tuple(
+        h
+        for hit in result.found
+        if hit.cid == f.cid
+        for h in hit.holders
+        if h.port and (h.host, h.port) not in tried
+    )
+    if not fresh:
+        return None
+    again = replace(f, holders=fresh)
+    await node.peers.meet(
+        holder_endpoints([again]), holder_keys([again]), timeout=hello_wait(app.cfg)
+    )
+    return again
+
+
+def _names(f: p.FoundFile) -> str:
+    return ", ".join(peer_label(h.name, h.node) for h in f.holders[:4])
 
 
 async def _holder_links(app: App, node: Node, f: p.FoundFile) -> list[PeerLink]:

@@ -117,6 +117,7 @@ async def download(
                     kept=kept,
                     allocated=0 if part.private else allocated(part.path),
                     changed=bool(sched.sources) and all(link in gone for link in sched.sources),
+                    sources=True,
                 )
             await in_thread(part.finish)
             whole = await in_thread(part.whole_digest)

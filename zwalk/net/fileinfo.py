@@ -44,6 +44,7 @@ async def fetch_info(
     if not groups:
         raise DownloadError(
             "no holder answered with usable file info: "
-            + "; ".join(f"{k}: {v}" for k, v in excluded.items())
+            + "; ".join(f"{k}: {v}" for k, v in excluded.items()),
+            sources=True,
         )
     return sorted(groups.values(), key=lambda g: -len(g[1])), excluded, rtts

@@ -34,8 +34,10 @@ class DownloadError(Exception):
         kept: int = 0,
         allocated: int = 0,
         changed: bool = False,
+        sources: bool = False,
     ) -> None:
         super().__init__(message)
+        self.sources = sources  # its sources failed: other holders found now may do better
         self.part = part  # the .part file left behind, if any
         self.kept = kept  # verified bytes in it
         self.allocated = allocated  # bytes it takes on disk (allocated in full up front)
