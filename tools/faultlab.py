@@ -60,11 +60,9 @@ def scenarios() -> dict[str, Scenario]:
     for area in AREAS:
         try:
             module = importlib.import_module(area)
-        except ModuleNotFoundError as e:
-            if e.name != area:
-                raise
-            continue
-        out.update(module.SCENARIOS)
+            out.update(module.SCENARIOS)
+        except Exception as e:  # one broken area must not hide the others' scenarios
+            print(f"warning: {area}: {type(e).__name__}: {e}", file=sys.stderr)
     return out
 
 
