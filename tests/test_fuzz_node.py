@@ -23,6 +23,7 @@ from zwalk.core import protocol as p
 from zwalk.core.keys import node_id_for
 
 MESSAGES = 100_000
+STALL = 30.0  # s one send may wait: the node reads thousands a second
 CS = p.MIN_CHUNK_SIZE
 
 
@@ -159,29 +160,38 @@ async def test_a_node_survives_100k_generated_messages(tmp_path: Path) -> None:
         counts: dict[str, int] = {}
         started = time.monotonic()
         stop = asyncio.Event()
-        socks = []
+        socks: list[zmq.asyncio.Socket] = []
+        drains: list[asyncio.Task[None]] = []
         server = public_key(node.data_dir)
-        for _ in range(4):  # a few connections, as several peers would be, each with its key
-            rid = rng.randbytes(rng.choice([5, 16, 20]))
-            socks.append(curve_dealer(ctx, node.endpoint, server, IDENTITY=rid, SNDHWM=1000))
-        drains = [asyncio.create_task(_drain(s, stop, counts)) for s in socks]
-        peak = rss_start
-        for i in range(MESSAGES):
-            await socks[i % len(socks)].send_multipart(fuzz.next(), copy=False)
-            if i % 5000 == 4999:
-                peak = max(peak, rss_mib(node.proc.pid))
-                assert node.proc.poll() is None, f"the node died after {i + 1} messages"
-        for _ in range(3):  # oversized frames: libzmq drops each connection that sends one
-            big = curve_dealer(ctx, node.endpoint, server)
-            await big.send(bytes(p.MAX_HEADER + 1))
-            await asyncio.sleep(0.2)
-            big.close(linger=0)
-        await asyncio.sleep(2.0)
-        stop.set()
-        await asyncio.gather(*drains)
-        for s in socks:
-            s.close(linger=0)
-        ctx.term()
+        try:
+            for _ in range(4):  # a few connections, as several peers would be, each its own key
+                rid = rng.randbytes(rng.choice([5, 16, 20]))
+                socks.append(curve_dealer(ctx, node.endpoint, server, IDENTITY=rid, SNDHWM=1000))
+            drains += [asyncio.create_task(_drain(s, stop, counts)) for s in socks]
+            peak = rss_start
+            for i in range(MESSAGES):
+                frames = fuzz.next()
+                try:  # a node that stops reading fills the queue: say which message did it
+                    await asyncio.wait_for(
+                        socks[i % len(socks)].send_multipart(frames, copy=False), STALL
+                    )
+                except TimeoutError:
+                    pytest.fail(f"the node stopped reading at message {i + 1}: {frames!r:.300}")
+                if i % 5000 == 4999:
+                    peak = max(peak, rss_mib(node.proc.pid))
+                    assert node.proc.poll() is None, f"the node died after {i + 1} messages"
+            for _ in range(3):  # oversized frames: libzmq drops each connection that sends one
+                big = curve_dealer(ctx, node.endpoint, server)
+                await big.send(bytes(p.MAX_HEADER + 1))
+                await asyncio.sleep(0.2)
+                big.close(linger=0)
+            await asyncio.sleep(2.0)
+        finally:  # closed sockets, or the context blocks whoever collects it later
+            stop.set()
+            await asyncio.gather(*drains, return_exceptions=True)
+            for s in socks:
+                s.close(linger=0)
+            ctx.term()
         spent = time.monotonic() - started
         rss_end = rss_mib(node.proc.pid)
         print(

@@ -257,6 +257,10 @@ class Index:
             pattern = pattern.casefold()
         rx = re.compile(fnmatch.translate(pattern))
         literal = glob_literal(pattern)
+        if "\n" in literal:
+            # Every match holds the literal, and no shared name holds a control character
+            # (fields.file_name); in the views a line break only separates names.
+            return []
         out: dict[bytes, FileEntry] = {}
         for block in list(self._blocks):
             snap, names = block.view(query.icase)
@@ -321,7 +325,7 @@ def _scan_literal(
                 out[e.cid] = e
                 if len(out) >= limit:
                     return
-        pos = names.find(literal, end)
+        pos = names.find(literal, max(end, pos + 1))  # always forward, whatever `literal` is
 
 
 def _distinct(found: Iterable[FileEntry], limit: int) -> list[FileEntry]:
