@@ -144,21 +144,38 @@ def verdict(
 
 # --- storm -----------------------------------------------------------------------------------
 def storm(scale: Scale) -> dict[str, Any]:
-    """Nodes started at once: all see all within 5 s of the last start, never one twice."""
+    """Nodes started at once: all see all within 5 s of the last start, never one twice.
+    At full scale, the same again with every interpreter loaded beforehand (`held`): the part
+    of the time that is the protocol's, not that of 30 Python start-ups sharing the cores."""
     n = 30 if scale.full else 10  # quick: a margin for a CI machine shared with other work
+    figures = _storm(n, held=False)
+    if scale.full:
+        held = _storm(n, held=True)
+        figures["held"] = {k: v for k, v in held.items() if k not in ("target_s", "nodes")}
+    return figures
+
+
+def _storm(n: int, held: bool) -> dict[str, Any]:
     with tmp_base() as base, Lab(n) as lab:
         nodes = [LabNode(lab, i, base, files=one_file_each(n)[i]) for i in range(n)]
+        if held:
+            for node in nodes:
+                node.start(wait=False, held=True)
+            time.sleep(3 + 0.2 * n)  # their imports: ~0.25 CPU-s each
         t0 = time.monotonic()
         spawned: dict[int, float] = {}
         for node in nodes:
-            node.start(wait=False)
+            node.release() if held else node.start(wait=False)
             spawned[node.host] = time.monotonic() - t0
         last_start = max(spawned.values())
         listening: dict[int, float] = {}  # node.json written: bound, announced, indexing
         cpu_to_listen: dict[int, float | None] = {}
         seen: dict[str, float | None] = {f"h{x.host}": None for x in nodes}
+        missing: dict[str, list[str]] = {}
         watch = Watch(nodes)
         own_cpu = time.process_time()
+        # The watcher asks only the nodes that do not yet see everyone, every 0.5 s: asking all
+        # 30 every 0.2 s took 9 CPU-s of the 2 cores the nodes were starting on.
         while None in seen.values() and time.monotonic() < t0 + last_start + 60:
             for node in nodes:
                 local = state.read_state(node.data)
@@ -167,15 +184,24 @@ def storm(scale: Scale) -> dict[str, Any]:
                     listening[node.host] = round(time.monotonic() - t0, 2)
                     cpu_to_listen[node.host] = cpu_seconds(proc.pid)
                     node.node = local.node.hex()
-            tables = watch.sample() if len(listening) == n else {}
-            now = round(time.monotonic() - t0, 2)
+            done = frozenset(x.host for x in nodes if seen[f"h{x.host}"] is not None)
+            tables = watch.sample(done) if len(listening) == n else {}
+            now = round(time.monotonic() - t0, 2)  # taken after the sample: never early
             for node in nodes:
                 ids = {o.node for o in nodes if o is not node}
                 if seen[f"h{node.host}"] is None and node.host in tables:
-                    if ids <= alive(tables[node.host]):
+                    lacks = ids - alive(tables[node.host])
+                    if not lacks:
                         seen[f"h{node.host}"] = now
-            time.sleep(0.2)
+                    missing[f"h{node.host}"] = [f"h{o.host}" for o in nodes if o.node in lacks]
+            time.sleep(0.5)
         own_cpu = time.process_time() - own_cpu
+        missing = {h: m for h, m in missing.items() if seen[h] is None}
+        end = watch.sample()  # and does everyone still see everyone, with no one twice?
+        still = all(
+            h in end and {o.node for o in nodes if o.host != h} <= alive(end[h])
+            for h in (x.host for x in nodes)
+        )
         watch.hold(time.monotonic() + 2)
         first_peer = _first_peers(watch, spawned, t0)
         cpu = [cpu_seconds(x.proc.pid) if x.proc else None for x in nodes]
@@ -184,10 +210,10 @@ def storm(scale: Scale) -> dict[str, Any]:
     after_start = None if everyone is None else round(everyone - last_start, 2)
     after_listen = None if everyone is None or last_listen is None else everyone - last_listen
     return {
-        "ok": after_start is not None and after_start <= STORM and not watch.duplicates,
+        "ok": after_start is not None and after_start <= STORM and still and not watch.duplicates,
         "nodes": n,
         "target_s": STORM,
-        "counted_from": "the last process started",
+        "counted_from": "the last node released" if held else "the last process started",
         "last_started_s": round(last_start, 2),
         "last_listening_s": last_listen,
         "all_see_all_s": everyone,
@@ -200,6 +226,8 @@ def storm(scale: Scale) -> dict[str, Any]:
         "per_node_cpu_total_s": spread(cpu),
         "per_node_first_peer_after_own_start_s": spread(first_peer),
         "per_node_full_view_s": spread(seen.values()),
+        "all_see_all_at_end": still,
+        "missing_at_60_s": missing,
         "watcher_cpu_s": round(own_cpu, 2),
         "samples": watch.samples,
         "duplicates": watch.duplicates[:10],

@@ -30,6 +30,14 @@ def short_tmp() -> Iterator[Path]:
         shutil.rmtree(d, ignore_errors=True)
 
 
+# A `serve` whose interpreter start and imports are done before it is told to go (a line on
+# stdin): what a start storm costs once the CPU of starting 30 interpreters is out of the way.
+HELD = (
+    "import sys, watchfiles, zeroconf.asyncio, zwalk.net.discovery, zwalk.cli.main as m;"
+    " sys.stdin.readline(); sys.argv[0] = 'zwalk'; m.main()"
+)
+
+
 @dataclass
 class LabNode:
     lab: Lab
@@ -117,8 +125,9 @@ class LabNode:
         self._interface_args = interface_args
         return self.start()
 
-    def start(self, wait: bool = True, extra: tuple[str, ...] = ()) -> LabNode:
-        """Start `zwalk serve` on this host (`extra`: more options; a later one wins)."""
+    def start(self, wait: bool = True, extra: tuple[str, ...] = (), held: bool = False) -> LabNode:
+        """Start `zwalk serve` on this host (`extra`: more options; a later one wins). `held`:
+        the interpreter loads zwalk and its libraries, then waits for `release()` to serve."""
         self.share.mkdir(parents=True, exist_ok=True)
         for name, data in self.files.items():
             (self.share / name).write_bytes(data)
@@ -127,8 +136,7 @@ class LabNode:
             self.host,
             [
                 sys.executable,
-                "-m",
-                "zwalk",
+                *(["-c", HELD] if held else ["-m", "zwalk"]),
                 "serve",
                 str(self.share),
                 "--name",
@@ -142,12 +150,20 @@ class LabNode:
             ],
             stdout=subprocess.DEVNULL,
             stderr=log,
+            stdin=subprocess.PIPE if held else None,
             cwd=self.home,  # its download folder is home/downloaded, where finds save
         )
         log.close()
-        if wait:
+        if wait and not held:
             self.wait_ready()
         return self
+
+    def release(self) -> None:
+        """Let a node started `held` go on to serve."""
+        if self.proc is None or self.proc.stdin is None:
+            raise RuntimeError(f"h{self.host} was not started held")
+        self.proc.stdin.write(b"go\n")
+        self.proc.stdin.close()
 
     def wait_ready(self, timeout: float = 20) -> None:
         deadline = time.monotonic() + timeout
