@@ -63,6 +63,19 @@ def _isolate_user_dirs() -> None:
 _isolate_user_dirs()
 
 
+def _no_outer_settings() -> None:
+    """A ZWALK_ setting in the developer's environment must not change what a test, or any
+    node or command it starts, sees (the suite's own ZWALK_TEST_ and ZWALK_FUZZ_ stay)."""
+    from zwalk.store.config import ENV_NOT_SETTINGS
+
+    for var in list(os.environ):
+        if var.startswith("ZWALK_") and not var.startswith(ENV_NOT_SETTINGS):
+            del os.environ[var]
+
+
+_no_outer_settings()
+
+
 @pytest.fixture(autouse=True)
 def _own_user_data(
     tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch

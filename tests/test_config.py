@@ -19,14 +19,6 @@ from zwalk.store import config as c
 EXAMPLE = Path(__file__).resolve().parent.parent / "config.example.ini"
 
 
-@pytest.fixture(autouse=True)
-def _no_outer_settings(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A ZWALK_ setting in the developer's environment must not change what a test sees."""
-    for var in list(os.environ):
-        if var.startswith("ZWALK_") and not var.startswith(c.ENV_NOT_SETTINGS):
-            monkeypatch.delenv(var)
-
-
 def test_example_config_states_the_defaults() -> None:
     loaded = c.load(EXAMPLE, required=True)
     defaults = c.Config()
