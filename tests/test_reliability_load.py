@@ -9,18 +9,13 @@ from typing import Any
 
 import pytest
 from fault_load import SCENARIOS
-from faultlab import Scale
+from faultcases import Check, cases, run
+from faultlab import Scenario
 from netlab import Lab
 
 from zwalk.net.walks import MAX_RELAYS
 
 MakeLab = Callable[[int], Lab]
-
-
-def run(name: str, scale: str) -> dict[str, Any]:
-    figures = SCENARIOS[name](Scale(scale))
-    print(name, scale, figures)  # the figures, in the test's output (pytest -rA or -s)
-    return figures
 
 
 def check_load(f: dict[str, Any]) -> None:
@@ -48,23 +43,9 @@ def check_soak(f: dict[str, Any]) -> None:
     assert f["ok"], f
 
 
-@pytest.mark.timeout(300)
-def test_load_quick(lab: MakeLab) -> None:
-    check_load(run("load", "quick"))
-
-
-@pytest.mark.timeout(240)
-def test_soak_quick(lab: MakeLab) -> None:
-    check_soak(run("soak", "quick"))
-
-
-@pytest.mark.slow
-@pytest.mark.timeout(1200)
-def test_load_full(lab: MakeLab) -> None:
-    check_load(run("load", "full"))
-
-
-@pytest.mark.slow
-@pytest.mark.timeout(1500)
-def test_soak_full(lab: MakeLab) -> None:
-    check_soak(run("soak", "full"))
+@pytest.mark.parametrize(
+    ("scenario", "scale", "check"),
+    cases(SCENARIOS, ("load", check_load, 300, 1200), ("soak", check_soak, 240, 1500)),
+)
+def test_scenario(lab: MakeLab, scenario: Scenario, scale: str, check: Check) -> None:
+    check(run(scenario, scale))

@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 from fault_membership import BOUND, SCENARIOS, SLACK
-from faultlab import Scale
+from faultcases import Check, cases, run
+from faultlab import Scenario
 from labnodes import LabNode, short_tmp, wait_until
 from netlab import Lab
 
@@ -21,12 +22,6 @@ from zwalk.net import control
 from zwalk.store import state
 
 MakeLab = Callable[[int], Lab]
-
-
-def run(name: str, scale: str) -> dict[str, Any]:
-    figures = SCENARIOS[name](Scale(scale))
-    print(name, scale, figures)  # the figures, in the test's output (pytest -rA or -s)
-    return figures
 
 
 def assert_back(f: dict[str, Any], within: float) -> None:
@@ -82,48 +77,18 @@ def test_every_scenario_has_its_tests() -> None:
 
 
 # `lab`: each test is skipped, with the reason, where no lab can be made.
-@pytest.mark.timeout(150)
-def test_churn_quick(lab: MakeLab) -> None:
-    check_churn(run("churn", "quick"))
-
-
-@pytest.mark.timeout(90)
-def test_frozen_quick(lab: MakeLab) -> None:
-    check_frozen(run("frozen", "quick"))
-
-
-@pytest.mark.timeout(90)
-def test_cut_quick(lab: MakeLab) -> None:
-    check_cut(run("cut", "quick"))
-
-
-@pytest.mark.timeout(90)
-def test_storm_quick(lab: MakeLab) -> None:
-    check_storm(run("storm", "quick"))
-
-
-@pytest.mark.slow
-@pytest.mark.timeout(1800)
-def test_churn_full(lab: MakeLab) -> None:
-    check_churn(run("churn", "full"))
-
-
-@pytest.mark.slow
-@pytest.mark.timeout(300)
-def test_frozen_full(lab: MakeLab) -> None:
-    check_frozen(run("frozen", "full"))
-
-
-@pytest.mark.slow
-@pytest.mark.timeout(300)
-def test_cut_full(lab: MakeLab) -> None:
-    check_cut(run("cut", "full"))
-
-
-@pytest.mark.slow
-@pytest.mark.timeout(300)
-def test_storm_full(lab: MakeLab) -> None:
-    check_storm(run("storm", "full"))
+@pytest.mark.parametrize(
+    ("scenario", "scale", "check"),
+    cases(
+        SCENARIOS,
+        ("churn", check_churn, 150, 1800),
+        ("frozen", check_frozen, 90, 300),
+        ("cut", check_cut, 90, 300),
+        ("storm", check_storm, 90, 300),
+    ),
+)
+def test_scenario(lab: MakeLab, scenario: Scenario, scale: str, check: Check) -> None:
+    check(run(scenario, scale))
 
 
 # --- what the scenarios found, each on its own -------------------------------------------------

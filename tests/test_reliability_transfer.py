@@ -10,16 +10,11 @@ from typing import Any
 
 import pytest
 from fault_transfer import SCENARIOS
-from faultlab import Scale
+from faultcases import Check, cases, run
+from faultlab import Scenario
 from netlab import Lab
 
 MakeLab = Callable[[int], Lab]
-
-
-def run(name: str, scale: str) -> dict[str, Any]:
-    figures = SCENARIOS[name](Scale(scale))
-    print(name, scale, figures)  # the figures, in the test's output (pytest -rA or -s)
-    return figures
 
 
 def check_links(f: dict[str, Any]) -> None:
@@ -74,70 +69,30 @@ def check_disk_full(f: dict[str, Any]) -> None:
     assert f["ok"], f
 
 
-@pytest.mark.timeout(150)
-def test_lossy_quick(lab: MakeLab) -> None:
-    check_links(run("lossy", "quick"))
-
-
-@pytest.mark.timeout(150)
-def test_slow_quick(lab: MakeLab) -> None:
-    check_links(run("slow", "quick"))
-
-
-@pytest.mark.timeout(150)
-def test_kill_source_quick(lab: MakeLab) -> None:
-    check_kill_source(run("kill-source", "quick"))
-
-
-@pytest.mark.timeout(180)
-def test_kill_downloader_quick(lab: MakeLab) -> None:
-    check_kill_downloader(run("kill-downloader", "quick"))
+@pytest.mark.parametrize(
+    ("scenario", "scale", "check"),
+    cases(
+        SCENARIOS,
+        ("lossy", check_links, 150, 900),
+        ("slow", check_links, 150, 900),
+        ("kill-source", check_kill_source, 150, 900),
+        ("kill-downloader", check_kill_downloader, 180, 900),
+        ("disk-full", check_disk_full, 150, 900),
+    ),
+)
+def test_scenario(lab: MakeLab, scenario: Scenario, scale: str, check: Check) -> None:
+    check(run(scenario, scale))
 
 
 @pytest.mark.timeout(180)
 def test_power_loss_quick(lab: MakeLab) -> None:
-    check_power_loss(run("power-loss", "quick"), kills=6)
-
-
-@pytest.mark.timeout(150)
-def test_disk_full_quick(lab: MakeLab) -> None:
-    check_disk_full(run("disk-full", "quick"))
-
-
-@pytest.mark.slow
-@pytest.mark.timeout(900)
-def test_lossy_full(lab: MakeLab) -> None:
-    check_links(run("lossy", "full"))
-
-
-@pytest.mark.slow
-@pytest.mark.timeout(900)
-def test_slow_full(lab: MakeLab) -> None:
-    check_links(run("slow", "full"))
-
-
-@pytest.mark.slow
-@pytest.mark.timeout(900)
-def test_kill_source_full(lab: MakeLab) -> None:
-    check_kill_source(run("kill-source", "full"))
-
-
-@pytest.mark.slow
-@pytest.mark.timeout(900)
-def test_kill_downloader_full(lab: MakeLab) -> None:
-    check_kill_downloader(run("kill-downloader", "full"))
+    check_power_loss(run(SCENARIOS["power-loss"], "quick"), kills=6)
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(1200)
 def test_power_loss_full(lab: MakeLab) -> None:
-    check_power_loss(run("power-loss", "full"), kills=30)
-
-
-@pytest.mark.slow
-@pytest.mark.timeout(900)
-def test_disk_full_full(lab: MakeLab) -> None:
-    check_disk_full(run("disk-full", "full"))
+    check_power_loss(run(SCENARIOS["power-loss"], "full"), kills=30)
 
 
 def test_the_sync_order_check_finds_a_record_ahead_of_its_data() -> None:
